@@ -1,0 +1,643 @@
+"""FlexTok: a 1D, ordered, variable-length image tokenizer with a rectified-flow decoder (arXiv 2502.13967).
+
+pixels -> (frozen VAE) -> latents -> encoder (ViT + K registers, prefix-LM mask) -> FSQ ids
+ids[:k] -> decoder registers (slots >= k hold a mask token) + noised latent patches -> velocity -> Euler sampler.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_flextok import FlexTokConfig
+from .guidance import GuidanceConfig
+from .layers import (
+    FlexTokAdaLNBlock,
+    FlexTokBlock,
+    FlexTokPatchEmbedding,
+    FlexTokTimestepEmbedding,
+    fp32_layer_norm,
+    sincos_2d_posemb,
+    unpatchify,
+)
+from .quantizer_fsq import FlexTokFSQ
+from .scheduling_flextok import FlexTokFlowScheduler
+
+
+@dataclass
+class FlexTokEncoderOutput(ModelOutput):
+    """Tokenization of a batch.
+
+    Args:
+        token_ids (`torch.LongTensor` of shape `[B, K]`): FSQ ids in `[0, codebook_size)`.
+        quants (`torch.FloatTensor` of shape `[B, K, d]`): FSQ codes.
+        pre_quant (`torch.FloatTensor` of shape `[B, K, d]`): encoder readout before quantization.
+        latents (`torch.FloatTensor` of shape `[B, C, h, w]`): scaled VAE latents (or pixels in pixel space).
+    """
+
+    token_ids: torch.LongTensor | None = None
+    quants: torch.FloatTensor | None = None
+    pre_quant: torch.FloatTensor | None = None
+    latents: torch.FloatTensor | None = None
+
+
+@dataclass
+class FlexTokOutput(ModelOutput):
+    """Output of the training objective.
+
+    Args:
+        loss (`torch.FloatTensor`, scalar): total loss (rectified-flow MSE + optional REPA / x0 terms).
+        token_ids (`torch.LongTensor` `[B, K]`): the ids of the encoded images.
+        velocity (`torch.FloatTensor` `[B, C, h, w]`): predicted velocity v = eps - x0.
+        target (`torch.FloatTensor` `[B, C, h, w]`): eps - x0.
+        sigmas (`torch.FloatTensor` `[B]`), keep_k (`torch.LongTensor` `[B]`),
+        null_condition_mask (`torch.BoolTensor` `[B]`), noise (`[B, C, h, w]`): the random draws of this step.
+        rf_loss, repa_loss, x0_loss: the loss terms (None when absent).
+    """
+
+    loss: torch.FloatTensor | None = None
+    token_ids: torch.LongTensor | None = None
+    velocity: torch.FloatTensor | None = None
+    target: torch.FloatTensor | None = None
+    sigmas: torch.FloatTensor | None = None
+    keep_k: torch.LongTensor | None = None
+    null_condition_mask: torch.BoolTensor | None = None
+    noise: torch.FloatTensor | None = None
+    rf_loss: torch.FloatTensor | None = None
+    repa_loss: torch.FloatTensor | None = None
+    x0_loss: torch.FloatTensor | None = None
+
+
+def prefix_lm_mask(num_patches: int, num_registers: int, device=None) -> torch.Tensor:
+    """Encoder mask `[N, N]` (True = may attend): patches see patches; register i sees all patches and registers <= i."""
+    length = num_patches + num_registers
+    mask = torch.zeros(length, length, dtype=torch.bool, device=device)
+    mask[:num_patches, :num_patches] = True
+    mask[num_patches:, :num_patches] = True
+    mask[num_patches:, num_patches:] = torch.ones(num_registers, num_registers, dtype=torch.bool, device=device).tril()
+    return mask
+
+
+class FlexTokEncoder(nn.Module):
+    """Latents `[B, C, h, w]` -> pre-quant register readout `[B, K, d]`."""
+
+    def __init__(self, config: FlexTokConfig):
+        super().__init__()
+        dim = config.encoder_hidden_size
+        self.config = config
+        self.patch_embed = FlexTokPatchEmbedding(config.patch_size, config.latent_channels, dim)
+        self.registers = nn.Parameter(torch.zeros(config.num_registers, dim))
+        self.layers = nn.ModuleList(
+            FlexTokBlock(config, dim, config.encoder_head_dim) for _ in range(config.encoder_num_layers)
+        )
+        self.to_codes = nn.Linear(dim, len(config.fsq_levels))
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        grid = self.config.latent_size // self.config.patch_size
+        patches = self.patch_embed(latents)
+        patches = patches + sincos_2d_posemb(patches.shape[-1], grid, grid).to(patches)
+        registers = self.registers[None].expand(patches.shape[0], -1, -1).to(patches.dtype)
+        hidden_states = torch.cat([patches, registers], dim=1)
+        mask = prefix_lm_mask(patches.shape[1], registers.shape[1], device=patches.device)[None, None]
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, mask)
+        registers_out = hidden_states[:, patches.shape[1] :]
+        return self.to_codes(fp32_layer_norm(registers_out, self.config.layer_norm_eps))
+
+
+class FlexTokDecoderHead(nn.Module):
+    """`LN(x) * (1 + scale) + shift` (adaLN from the time embedding, shift first; optional) -> Linear to patch values."""
+
+    def __init__(self, config: FlexTokConfig, dim: int, out_features: int):
+        super().__init__()
+        self.eps = config.layer_norm_eps
+        self.adaln_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim)) if config.head_adaln else None
+        self.proj = nn.Linear(dim, out_features)
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        hidden_states = fp32_layer_norm(hidden_states, self.eps)
+        if self.adaln_modulation is not None:
+            shift, scale = self.adaln_modulation(temb)[:, None].chunk(2, dim=-1)
+            hidden_states = hidden_states * (1 + scale) + shift
+        return self.proj(hidden_states)
+
+
+class FlexTokDecoder(nn.Module):
+    """Rectified-flow decoder: (noised latents, t, FSQ codes, keep_k, null mask) -> velocity `[B, C, h, w]`."""
+
+    def __init__(self, config: FlexTokConfig):
+        super().__init__()
+        dim = config.decoder_hidden_size
+        self.config = config
+        self.from_codes = nn.Linear(len(config.fsq_levels), dim)
+        self.register_posemb = (
+            nn.Parameter(torch.zeros(config.num_registers, dim))
+            if config.register_posemb_type == "learnable_sum"
+            else None
+        )
+        self.mask_token = nn.Parameter(torch.zeros(dim))
+        self.null_condition = nn.Parameter(torch.zeros(dim)) if config.null_condition_mode == "learned" else None
+        self.patch_embed = FlexTokPatchEmbedding(config.patch_size, config.latent_channels, dim)
+        self.time_embed = FlexTokTimestepEmbedding(dim, config.time_embedding_size, config.max_timestep)
+        self.layers = nn.ModuleList(
+            FlexTokAdaLNBlock(config, dim, config.decoder_head_dim) for _ in range(config.decoder_num_layers)
+        )
+        self.head = FlexTokDecoderHead(config, dim, config.patch_size**2 * config.latent_channels)
+
+    def embed_registers(
+        self, quants: torch.Tensor, keep_k: torch.Tensor, null_condition_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Codes `[B, K, d]` -> register tokens `[B, K, D]`: Linear, + posemb, slots >= k <- mask token, then null."""
+        registers = self.from_codes(quants.to(self.from_codes.weight.dtype))
+        if self.register_posemb is not None:
+            registers = registers + self.register_posemb
+        slots = torch.arange(registers.shape[1], device=registers.device)
+        dropped = slots[None, :] >= keep_k.to(registers.device)[:, None]
+        registers = torch.where(dropped[..., None], self.mask_token.to(registers.dtype), registers)
+        if null_condition_mask is not None:
+            null = self.null_condition if self.null_condition is not None else torch.zeros_like(self.mask_token)
+            registers = torch.where(
+                null_condition_mask.to(registers.device)[:, None, None], null.to(registers.dtype), registers
+            )
+        return registers
+
+    def forward(
+        self,
+        noised_latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        quants: torch.Tensor,
+        keep_k: torch.Tensor,
+        null_condition_mask: torch.Tensor | None = None,
+        output_layer: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns the velocity `[B, C, h, w]` (float32) and, if `output_layer` is set, that block's patch tokens."""
+        config = self.config
+        grid = config.latent_size // config.patch_size
+        patches = self.patch_embed(noised_latents)
+        patches = patches + sincos_2d_posemb(patches.shape[-1], grid, grid).to(patches)
+        registers = self.embed_registers(quants, keep_k, null_condition_mask)
+        hidden_states = torch.cat([patches, registers], dim=1)
+        temb = self.time_embed(timesteps)
+        group_sizes = (patches.shape[1], registers.shape[1])
+        intermediate = None
+        for index, layer in enumerate(self.layers):
+            hidden_states = layer(hidden_states, temb, group_sizes)
+            if index == output_layer:
+                intermediate = hidden_states[:, : patches.shape[1]]
+        patch_values = self.head(hidden_states[:, : patches.shape[1]], temb)
+        size = config.latent_size
+        velocity = unpatchify(patch_values, config.patch_size, config.latent_channels, size, size)
+        return velocity.float(), intermediate
+
+
+class FlexTokREPAProjector(nn.Module):
+    """REPA projector: 3-layer SiLU MLP from decoder width to the teacher's feature size."""
+
+    def __init__(self, dim: int, hidden: int, out_features: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, out_features)
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.net(hidden_states)
+
+
+class FlexTokPreTrainedModel(PreTrainedModel):
+    config_class = FlexTokConfig
+    config: FlexTokConfig
+    base_model_prefix = "flextok"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["FlexTokBlock", "FlexTokAdaLNBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _keep_in_fp32_modules = ["vae"]
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """FlexTok init: xavier Linear, zero biases; zero adaLN and readouts; trunc-normal learned vectors."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, FlexTokTimestepEmbedding):
+            for linear in (module.linear_1, module.linear_2):
+                init.normal_(linear.weight, std=std)
+                init.zeros_(linear.bias)
+        elif isinstance(module, FlexTokAdaLNBlock):
+            init.zeros_(module.adaln_modulation[1].weight)
+            init.zeros_(module.adaln_modulation[1].bias)
+        elif isinstance(module, FlexTokDecoderHead):
+            if module.adaln_modulation is not None:
+                init.zeros_(module.adaln_modulation[1].weight)
+                init.zeros_(module.adaln_modulation[1].bias)
+            init.zeros_(module.proj.weight)
+            init.zeros_(module.proj.bias)
+        elif isinstance(module, FlexTokEncoder):
+            init.trunc_normal_(module.registers, std=std)
+            init.zeros_(module.to_codes.weight)
+            init.zeros_(module.to_codes.bias)
+        elif isinstance(module, FlexTokDecoder):
+            for param in (module.register_posemb, module.mask_token, module.null_condition):
+                if param is not None:
+                    init.trunc_normal_(param, std=std)
+
+
+class FlexTokModel(FlexTokPreTrainedModel):
+    """FlexTok tokenizer + rectified-flow detokenizer in one checkpoint.
+
+    - `tokenize(pixel_values)` -> list of `[K]` id tensors (keep any prefix `ids[:k]`, 1 <= k <= K);
+    - `detokenize(token_ids, ...)` -> images from id sequences of mixed lengths;
+    - `forward(pixel_values)` -> the training objective (`FlexTokOutput`, loss first).
+    """
+
+    def __init__(self, config: FlexTokConfig):
+        super().__init__(config)
+        if config.vae_config is not None:
+            self.vae = AutoencoderKL.from_config(config.vae_config)
+            self.vae.requires_grad_(False)
+            # Keep diffusers' own VAE init: transformers' `_init_weights` skips modules flagged as initialized.
+            for module in self.vae.modules():
+                module._is_hf_initialized = True
+        else:
+            self.vae = None
+        self.encoder = FlexTokEncoder(config)
+        self.quantizer = FlexTokFSQ(config.fsq_levels)
+        self.decoder = FlexTokDecoder(config)
+        self.repa_projector = (
+            FlexTokREPAProjector(config.decoder_hidden_size, config.repa_projector_dim, config.repa_feature_dim)
+            if config.repa_layer is not None
+            else None
+        )
+        self.post_init()
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Input checks
+    # ---------------------------------------------------------------------------------------------------------------
+    def _check_pixel_values(self, pixel_values) -> torch.Tensor:
+        config = self.config
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(f"`pixel_values` must be a torch.Tensor, got {type(pixel_values).__name__}.")
+        if not pixel_values.is_floating_point():
+            raise TypeError(f"`pixel_values` must be a float tensor in [-1, 1], got dtype {pixel_values.dtype}.")
+        expected = (config.num_channels, config.image_size, config.image_size)
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
+            raise ValueError(
+                f"`pixel_values` must have shape [B, {expected[0]}, {expected[1]}, {expected[2]}] (channels, "
+                f"image_size x image_size), got {tuple(pixel_values.shape)}."
+            )
+        return pixel_values
+
+    def _check_latents(self, latents, name: str = "latents") -> torch.Tensor:
+        config = self.config
+        if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
+            raise TypeError(f"`{name}` must be a float torch.Tensor, got {type(latents).__name__}.")
+        expected = (config.latent_channels, config.latent_size, config.latent_size)
+        if latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
+            raise ValueError(
+                f"`{name}` must have shape [B, {', '.join(map(str, expected))}], got {tuple(latents.shape)}."
+            )
+        return latents
+
+    def prepare_token_ids(self, token_ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate a batch of id sequences (a list of 1D tensors/lists of mixed lengths, or a `[B, k]` tensor).
+
+        Returns codes `[B, K, d]` (sequences padded with id 0; padded slots are masked) and `keep_k` `[B]`.
+        """
+        num_registers, codebook = self.config.num_registers, self.config.codebook_size
+        if isinstance(token_ids, torch.Tensor):
+            if token_ids.ndim == 1:
+                token_ids = token_ids[None]
+            if token_ids.ndim != 2:
+                raise ValueError(f"`token_ids` tensor must be [B, k], got shape {tuple(token_ids.shape)}.")
+            token_ids = list(token_ids)
+        if not isinstance(token_ids, (list, tuple)) or len(token_ids) == 0:
+            raise ValueError("`token_ids` must be a non-empty list of id sequences (one per image).")
+        device = self.device
+        rows, lengths = [], []
+        for index, ids in enumerate(token_ids):
+            ids = torch.as_tensor(ids, device=device)
+            if ids.is_floating_point() or ids.dtype == torch.bool or ids.is_complex():
+                raise TypeError(f"`token_ids[{index}]` must hold integers, got dtype {ids.dtype}.")
+            ids = ids.reshape(-1).long()
+            if not 1 <= ids.numel() <= num_registers:
+                raise ValueError(
+                    f"`token_ids[{index}]` has {ids.numel()} ids; each sequence must hold 1 to {num_registers} ids."
+                )
+            if ids.min() < 0 or ids.max() >= codebook:
+                raise ValueError(
+                    f"`token_ids[{index}]` contains ids outside [0, {codebook}): min {ids.min().item()}, "
+                    f"max {ids.max().item()}."
+                )
+            rows.append(F.pad(ids, (0, num_registers - ids.numel())))
+            lengths.append(ids.numel())
+        ids = torch.stack(rows)
+        return self.quantizer.ids_to_codes(ids), torch.tensor(lengths, device=device)
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # VAE
+    # ---------------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_latents(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images `[B, 3, H, W]` in [-1, 1] -> scaled latents `[B, C, h, w]` (float32; the VAE runs in float32)."""
+        if self.vae is None:
+            return pixel_values.float() * self.config.vae_scaling_factor
+        with torch.autocast(device_type=pixel_values.device.type, enabled=False):
+            posterior = self.vae.encode(pixel_values.to(self.vae.device, torch.float32)).latent_dist
+            latents = posterior.sample(generator) if self.config.vae_sample_posterior else posterior.mode()
+        return latents * self.config.vae_scaling_factor
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents `[B, C, h, w]` -> images `[B, 3, H, W]` (float32, not clamped)."""
+        latents = latents.float() / self.config.vae_scaling_factor
+        if self.vae is None:
+            return latents
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            return self.vae.decode(latents.to(self.vae.device)).sample
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Tokenize
+    # ---------------------------------------------------------------------------------------------------------------
+    def encode(self, pixel_values: torch.Tensor | None = None, latents: torch.Tensor | None = None, generator=None):
+        """Images (or precomputed scaled `latents`) -> `FlexTokEncoderOutput` (ids, codes, pre-quant, latents)."""
+        if (pixel_values is None) == (latents is None):
+            raise ValueError("Pass exactly one of `pixel_values` or `latents`.")
+        if latents is None:
+            latents = self.encode_latents(self._check_pixel_values(pixel_values), generator=generator)
+        else:
+            latents = self._check_latents(latents).float()
+        pre_quant = self.encoder(latents)
+        quants = self.quantizer(pre_quant)
+        return FlexTokEncoderOutput(
+            token_ids=self.quantizer.codes_to_ids(quants), quants=quants, pre_quant=pre_quant, latents=latents
+        )
+
+    @torch.no_grad()
+    def tokenize(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.LongTensor]:
+        """Images `[B, 3, H, W]` in [-1, 1] -> B tensors of K ids, ordered coarse to fine."""
+        return list(self.encode(pixel_values, generator=generator).token_ids.unbind(0))
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Detokenize
+    # ---------------------------------------------------------------------------------------------------------------
+    def predict_velocity(
+        self,
+        noised_latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        quants: torch.Tensor,
+        keep_k: torch.Tensor,
+        null_condition_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One decoder evaluation: `[B, C, h, w]` at flow times `[B]` in (0, 1] -> velocity `[B, C, h, w]`."""
+        return self.decoder(noised_latents, timesteps, quants, keep_k, null_condition_mask)[0]
+
+    def guided_velocity(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        quants: torch.Tensor,
+        keep_k: torch.Tensor,
+        guidance: GuidanceConfig,
+    ) -> torch.Tensor:
+        """Velocity at scalar flow time `t`; with guidance, both branches run in one batched forward of 2B."""
+        batch = latents.shape[0]
+        timesteps = t.to(latents.device, torch.float32).expand(batch)
+        if not guidance.is_active():
+            return self.predict_velocity(latents, timesteps, quants, keep_k)
+        null_mask = torch.arange(2 * batch, device=latents.device) >= batch
+        velocity = self.predict_velocity(
+            latents.repeat(2, 1, 1, 1), timesteps.repeat(2), quants.repeat(2, 1, 1), keep_k.repeat(2), null_mask
+        )
+        v_cond, v_uncond = velocity.chunk(2)
+        return guidance.combine(v_cond, v_uncond, float(t))
+
+    def prepare_noise(self, batch_size: int, generator=None, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """Initial noise `[B, C, h, w]` (float32): `latents` if given, else one draw per sample from `generator`
+        (a `torch.Generator` shared across samples, drawn in order, or a list with one generator per sample)."""
+        if latents is not None:
+            latents = self._check_latents(latents)
+            if latents.shape[0] != batch_size:
+                raise ValueError(f"`latents` has batch size {latents.shape[0]}, expected {batch_size}.")
+            return latents.to(self.device, torch.float32)
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators in `generator` for a batch of {batch_size}.")
+        shape = (1, self.config.latent_channels, self.config.latent_size, self.config.latent_size)
+        draws = [
+            randn_tensor(
+                shape,
+                generator=generator[i] if isinstance(generator, list) else generator,
+                device=self.device,
+                dtype=torch.float32,
+            )
+            for i in range(batch_size)
+        ]
+        return torch.cat(draws)
+
+    @torch.no_grad()
+    def detokenize(
+        self,
+        token_ids,
+        num_inference_steps: int = 20,
+        guidance_scale: float | Callable[[float], float] = 7.5,
+        adaptive_guidance: bool = True,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        scheduler: FlexTokFlowScheduler | None = None,
+        output_type: str = "pt",
+        apg_momentum: float = -0.5,
+        apg_norm_threshold: float = 2.5,
+        callback_on_step_end: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
+        progress_bar: bool | Callable = True,
+    ) -> torch.Tensor:
+        """Id sequences (mixed lengths allowed) -> images `[B, 3, H, W]` (float32, not clamped).
+
+        Args:
+            token_ids: list of 1D id tensors/lists (one per image, 1 to K ids each) or a `[B, k]` tensor.
+            num_inference_steps: Euler steps on the uniform grid t = 1, (N-1)/N, ..., 1/N.
+            guidance_scale: CFG scale w (float or callable of t); 1 disables guidance.
+            adaptive_guidance: use APG (momentum `apg_momentum`, norm threshold `apg_norm_threshold`) instead of CFG.
+            generator / latents: initial noise source, or the initial noise itself `[B, C, h, w]`.
+            scheduler: a `FlexTokFlowScheduler` (or compatible); a default one is created if None.
+            output_type: `"pt"` for images, `"latent"` for the final (scaled) latents.
+            callback_on_step_end: `f(step_index, timestep, latents)`; may return replacement latents.
+            progress_bar: True/False for a tqdm bar, or a callable wrapping the step iterable.
+        """
+        if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool):
+            raise TypeError(f"`num_inference_steps` must be an int, got {num_inference_steps!r}.")
+        if num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}.")
+        if not (callable(guidance_scale) or isinstance(guidance_scale, (int, float))) or isinstance(
+            guidance_scale, bool
+        ):
+            raise TypeError(f"`guidance_scale` must be a number or a callable of t, got {guidance_scale!r}.")
+        if output_type not in ("pt", "latent"):
+            raise ValueError(f"`output_type` must be 'pt' or 'latent', got {output_type!r}.")
+        quants, keep_k = self.prepare_token_ids(token_ids)
+        latents = self.prepare_noise(quants.shape[0], generator, latents)
+        guidance = GuidanceConfig(
+            guidance_scale=guidance_scale,
+            adaptive_guidance=bool(adaptive_guidance),
+            apg_momentum=apg_momentum,
+            apg_norm_threshold=apg_norm_threshold,
+        )
+        scheduler = scheduler if scheduler is not None else FlexTokFlowScheduler()
+        scheduler.set_timesteps(num_inference_steps, device=latents.device)
+        scheduler.set_begin_index(0)
+        steps = list(enumerate(scheduler.timesteps))
+        if callable(progress_bar):
+            steps = progress_bar(steps)
+        else:
+            steps = tqdm(steps, desc="FlexTok decoding", disable=not progress_bar, leave=False)
+        for index, timestep in steps:
+            velocity = self.guided_velocity(latents, scheduler.sigmas[index], quants, keep_k, guidance)
+            latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
+            if callback_on_step_end is not None:
+                replaced = callback_on_step_end(index, timestep, latents)
+                latents = latents if replaced is None else replaced
+        if output_type == "latent":
+            return latents
+        return self.decode_latents(latents)
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Training objective
+    # ---------------------------------------------------------------------------------------------------------------
+    def sample_keep_k(self, batch_size: int, generator: torch.Generator | None = None) -> torch.LongTensor:
+        """Nested-dropout budgets `[B]` drawn by `config.nested_dropout_mode`."""
+        num_registers, mode = self.config.num_registers, self.config.nested_dropout_mode
+        gen_device = generator.device if generator is not None else self.device
+        if mode == "pow2":
+            exponents = torch.randint(
+                0, int(math.log2(num_registers)) + 1, (batch_size,), generator=generator, device=gen_device
+            )
+            keep_k = 2**exponents
+        else:
+            keep_k = torch.randint(1, num_registers + 1, (batch_size,), generator=generator, device=gen_device)
+            if mode == "uniform_pow2":
+                keep_k = 2 ** torch.ceil(torch.log2(keep_k.double())).long()
+        return keep_k.to(self.device)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
+        return_loss: bool = True,
+        noise: torch.Tensor | None = None,
+        sigmas: torch.Tensor | None = None,
+        keep_k: torch.Tensor | None = None,
+        null_condition_mask: torch.Tensor | None = None,
+        repa_target: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> FlexTokOutput | tuple:
+        """Rectified-flow training step on clean latents x0 (from `pixel_values` via the VAE, or given as `latents`).
+
+        sigma ~ sigmoid(N(mean, std)); x_t = sigma * eps + (1 - sigma) * x0; the decoder, conditioned on the first
+        keep_k registers (or on the null condition), predicts v; loss = MSE(v, eps - x0). In training mode keep_k and
+        the null-condition mask are drawn (`nested_dropout_mode`, `null_condition_dropout_prob`); in eval mode all K
+        registers are kept and nothing is dropped. Each draw (`noise`, `sigmas`, `keep_k`, `null_condition_mask`) may
+        be passed to replay a step; otherwise it uses `generator` or the global RNG, in that order.
+        `repa_target` (`[B, N', F]` or `[B, F, h', w']` teacher features) adds the REPA term when configured.
+        """
+        if kwargs:
+            raise TypeError(f"FlexTokModel.forward got unexpected arguments: {sorted(kwargs)}.")
+        encoded = self.encode(pixel_values=pixel_values, latents=latents)
+        x0 = encoded.latents
+        batch, device = x0.shape[0], x0.device
+        gen_device = generator.device if generator is not None else device
+        if noise is None:
+            noise = randn_tensor(x0.shape, generator=generator, device=device, dtype=torch.float32)
+        if sigmas is None:
+            normal = torch.randn(batch, generator=generator, device=gen_device).to(device)
+            sigmas = torch.sigmoid(normal * self.config.logit_normal_std + self.config.logit_normal_mean)
+        if keep_k is None:
+            if self.training:
+                keep_k = self.sample_keep_k(batch, generator)
+            else:
+                keep_k = torch.full((batch,), self.config.num_registers, device=device, dtype=torch.long)
+        if null_condition_mask is None:
+            if self.training and self.config.null_condition_dropout_prob > 0:
+                uniform = torch.rand(batch, generator=generator, device=gen_device).to(device)
+                null_condition_mask = uniform < self.config.null_condition_dropout_prob
+            else:
+                null_condition_mask = torch.zeros(batch, dtype=torch.bool, device=device)
+        noise, sigmas = noise.to(device, torch.float32), sigmas.to(device, torch.float32)
+        keep_k, null_condition_mask = keep_k.to(device).long(), null_condition_mask.to(device).bool()
+
+        sigma = sigmas[:, None, None, None]
+        x_t = sigma * noise + (1 - sigma) * x0
+        target = noise - x0
+        output_layer = self.config.repa_layer if repa_target is not None else None
+        velocity, repa_hidden = self.decoder(x_t, sigmas, encoded.quants, keep_k, null_condition_mask, output_layer)
+
+        loss = rf_loss = repa_loss = x0_loss = None
+        if return_loss:
+            rf_loss = F.mse_loss(velocity, target)
+            loss = rf_loss
+            if self.config.x0_loss_weight > 0:
+                x0_loss = F.mse_loss(x_t - sigma * velocity, x0)
+                loss = loss + self.config.x0_loss_weight * x0_loss
+            if repa_target is not None:
+                repa_loss = self.repa_loss(repa_hidden, repa_target)
+                loss = loss + self.config.repa_loss_weight * repa_loss
+        output = FlexTokOutput(
+            loss=loss,
+            token_ids=encoded.token_ids,
+            velocity=velocity,
+            target=target,
+            sigmas=sigmas,
+            keep_k=keep_k,
+            null_condition_mask=null_condition_mask,
+            noise=noise,
+            rf_loss=rf_loss,
+            repa_loss=repa_loss,
+            x0_loss=x0_loss,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def repa_loss(self, decoder_hidden: torch.Tensor, repa_target: torch.Tensor) -> torch.Tensor:
+        """Negative cosine similarity between projected decoder patch tokens `[B, N, D]` and teacher features
+        (`[B, N', F]` on a square grid, or `[B, F, h', w']`) resized to the decoder's patch grid."""
+        if self.repa_projector is None:
+            raise ValueError("`repa_target` was given but the model has no REPA projector (set `config.repa_layer`).")
+        grid = self.config.latent_size // self.config.patch_size
+        target = repa_target.float()
+        if target.ndim == 3:
+            side = math.isqrt(target.shape[1])
+            if side * side != target.shape[1]:
+                raise ValueError(f"`repa_target` [B, N', F] needs a square N', got N'={target.shape[1]}.")
+            target = target.transpose(1, 2).reshape(target.shape[0], target.shape[2], side, side)
+        if target.ndim != 4 or target.shape[1] != self.config.repa_feature_dim:
+            raise ValueError(
+                f"`repa_target` must be [B, N', {self.config.repa_feature_dim}] or [B, {self.config.repa_feature_dim}, "
+                f"h', w'], got {tuple(repa_target.shape)}."
+            )
+        if target.shape[-2:] != (grid, grid):
+            target = F.interpolate(target, size=(grid, grid), mode="bilinear", align_corners=False)
+        target = target.flatten(2).transpose(1, 2)
+        projected = self.repa_projector(decoder_hidden).float()
+        return -F.cosine_similarity(projected, target, dim=-1).mean()
+
+
+def count_parameters(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["FlexTokModel", "FlexTokPreTrainedModel", "FlexTokOutput", "FlexTokEncoderOutput", "count_parameters"]

@@ -1,0 +1,527 @@
+"""FlexTok autoregressive prior (stage 2): a LlamaGen-style GPT over FlexTok ids, built on transformers' Llama.
+
+Sequence layout: `[c_0 … c_{P-1}, z_0 … z_{k-1}]`. The P condition slots hold condition embeddings (a class embedding
+or projected text-encoder states); in `input_ids` they are marked by the placeholder `config.condition_token_id`
+(= codebook_size), an id the output head cannot produce, so `generate()` never samples it. `forward` replaces the
+slots that are present in its input (read from the KV-cache length) by the condition embeddings, so prefill, cached
+decoding and cache-free decoding all see the same sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    GenerationMixin,
+    LlamaConfig,
+    LlamaModel,
+    PreTrainedModel,
+)
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.generation import ClassifierFreeGuidanceLogitsProcessor, LogitsProcessorList
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import can_return_tuple
+
+from .configuration_flextok_ar import FlexTokARConfig
+
+
+def llama_config_from(config: FlexTokARConfig) -> LlamaConfig:
+    """The `LlamaConfig` of the inner `LlamaModel` (vocabulary = the codebook; no special tokens)."""
+    return LlamaConfig(
+        vocab_size=config.codebook_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        hidden_act=config.hidden_act,
+        max_position_embeddings=config.max_sequence_length,
+        initializer_range=config.initializer_range,
+        rms_norm_eps=config.rms_norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": float(config.rope_theta)},
+        attention_dropout=config.attention_dropout,
+        tie_word_embeddings=False,
+        pad_token_id=None,
+        bos_token_id=None,
+        eos_token_id=None,
+        attn_implementation=config._attn_implementation,
+    )
+
+
+@contextlib.contextmanager
+def fork_rng_from_generator(generator: torch.Generator | None, device: torch.device | str) -> Iterator[None]:
+    """Runs the block with the global RNG seeded from `generator`, then restores the caller's RNG state.
+
+    transformers' sampling calls `torch.multinomial` without a generator, so this is how a `torch.Generator` makes
+    `generate()` deterministic: one seed is drawn from `generator` (advancing it) and the global RNG of the CPU and of
+    `device` runs under that seed inside the block. Without a generator the block uses the global RNG unchanged.
+    """
+    if generator is None:
+        yield
+        return
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+    device = torch.device(device)
+    if device.type == "cpu":
+        fork = torch.random.fork_rng(devices=[])
+    else:
+        index = device.index if device.index is not None else torch.accelerator.current_device_index()
+        fork = torch.random.fork_rng(devices=[index], device_type=device.type)
+    with fork:
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def encode_prompts(
+    text_encoder: nn.Module, tokenizer, prompts: Sequence[str], num_condition_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs a (frozen) `AutoModel` text encoder on `prompts`.
+
+    Returns `last_hidden_state` `[N, num_condition_tokens, C]` and the attention mask `[N, num_condition_tokens]`
+    (prompts are padded/truncated to `num_condition_tokens` text tokens), on the encoder's device.
+    """
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"`prompts` must be a sequence of str, got {type(prompts).__name__}.")
+    device = next(text_encoder.parameters()).device
+    tokens = tokenizer(
+        list(prompts), padding="max_length", truncation=True, max_length=num_condition_tokens, return_tensors="pt"
+    ).to(device)
+    states = text_encoder(**tokens).last_hidden_state
+    return states, tokens["attention_mask"]
+
+
+class FlexTokARConditionEmbedding(nn.Module):
+    """Condition → the P prefix embeddings `[B, P, D]`; dropped samples get the null condition (for CFG).
+
+    - class: `class_embedding` has `num_classes + 1` rows; row `num_classes` is the null class.
+    - text: states `[B, L, C]` are truncated/padded to P slots and projected by a 2-layer MLP; padded slots and dropped
+      samples take the learned `null_condition` `[P, D]`.
+    """
+
+    def __init__(self, config: FlexTokARConfig):
+        super().__init__()
+        self.condition_type = config.condition_type
+        self.num_condition_tokens = config.num_condition_tokens
+        self.num_classes = config.num_classes
+        if self.condition_type == "class":
+            self.class_embedding = nn.Embedding(config.num_classes + 1, config.hidden_size)
+            self.null_condition = None
+        else:
+            self.text_projection = nn.Sequential(
+                nn.Linear(config.text_hidden_size, config.hidden_size),
+                nn.GELU(approximate="tanh"),
+                nn.Linear(config.hidden_size, config.hidden_size),
+            )
+            self.null_condition = nn.Parameter(torch.zeros(config.num_condition_tokens, config.hidden_size))
+
+    def forward(
+        self,
+        drop_mask: torch.BoolTensor,
+        class_labels: torch.LongTensor | None = None,
+        text_hidden_states: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if self.condition_type == "class":
+            labels = torch.where(drop_mask, torch.full_like(class_labels, self.num_classes), class_labels)
+            return self.class_embedding(labels)[:, None]
+        num_slots = self.num_condition_tokens
+        batch_size, length = text_hidden_states.shape[:2]
+        if text_attention_mask is None:
+            text_attention_mask = torch.ones(batch_size, length, device=text_hidden_states.device)
+        states, keep = text_hidden_states[:, :num_slots], text_attention_mask[:, :num_slots].bool()
+        if length < num_slots:
+            states = F.pad(states, (0, 0, 0, num_slots - length))
+            keep = F.pad(keep, (0, num_slots - length), value=False)
+        weight = self.text_projection[0].weight
+        condition = self.text_projection(states.to(device=weight.device, dtype=weight.dtype))
+        keep = keep.to(condition.device) & ~drop_mask[:, None]
+        return torch.where(keep[..., None], condition, self.null_condition[None].to(condition.dtype))
+
+
+class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
+    """Autoregressive prior over FlexTok ids: condition prefix + Llama decoder (`self.model`) + `lm_head`.
+
+    Training: `model(input_ids=token_ids [B, k], class_labels=[B])` (or `text_hidden_states`) returns the mean
+    next-token cross-entropy over the k image ids. Sampling: [`generate_image_tokens`], or `generate()` directly with
+    `input_ids` = P placeholders (`config.condition_token_id`) and the condition as keyword arguments.
+    """
+
+    config: FlexTokARConfig
+    config_class = FlexTokARConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LlamaDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    accepts_loss_kwargs = False  # the loss is a per-batch mean
+
+    def __init__(self, config: FlexTokARConfig):
+        super().__init__(config)
+        self.condition_embedding = FlexTokARConditionEmbedding(config)
+        self.model = LlamaModel(llama_config_from(config))
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.lm_head = nn.Linear(config.hidden_size, config.codebook_size, bias=False)
+        self.post_init()
+        # No EOS: plain `generate()` samples `max_num_tokens` ids from the full distribution by default.
+        self.generation_config.do_sample = True
+        self.generation_config.top_k = 0
+        self.generation_config.top_p = 1.0
+        self.generation_config.temperature = 1.0
+        self.generation_config.max_new_tokens = config.max_num_tokens
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, FlexTokARConditionEmbedding) and module.null_condition is not None:
+            init.normal_(module.null_condition, std=self.config.initializer_range)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear):
+        self.lm_head = value
+
+    # ------------------------------------------------------------------ condition prefix
+    def embed_condition(
+        self,
+        batch_size: int,
+        class_labels: torch.LongTensor | None = None,
+        text_hidden_states: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        condition_drop_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The P prefix embeddings `[B, P, D]`, with condition dropout (training) or an explicit drop mask."""
+        config, device = self.config, self.lm_head.weight.device
+        if config.condition_type == "class":
+            if class_labels is None:
+                raise ValueError("`class_labels` is required for condition_type='class'.")
+            if text_hidden_states is not None:
+                raise ValueError("`text_hidden_states` is not used by a class-conditional prior; pass `class_labels`.")
+            class_labels = torch.as_tensor(class_labels, device=device).long().reshape(-1)
+            rows = class_labels.shape[0]
+            if ((class_labels < 0) | (class_labels > config.num_classes)).any():
+                raise ValueError(
+                    f"`class_labels` must lie in [0, {config.num_classes}] ({config.num_classes} = null class), "
+                    f"got {class_labels.tolist()}."
+                )
+        else:
+            if text_hidden_states is None:
+                raise ValueError("`text_hidden_states` is required for condition_type='text'.")
+            if class_labels is not None:
+                raise ValueError("`class_labels` is not used by a text-conditional prior; pass `text_hidden_states`.")
+            if text_hidden_states.ndim != 3 or text_hidden_states.shape[-1] != config.text_hidden_size:
+                raise ValueError(
+                    f"`text_hidden_states` must have shape [B, L, {config.text_hidden_size}], "
+                    f"got {tuple(text_hidden_states.shape)}."
+                )
+            rows = text_hidden_states.shape[0]
+            if text_attention_mask is not None and tuple(text_attention_mask.shape) != tuple(
+                text_hidden_states.shape[:2]
+            ):
+                raise ValueError(
+                    f"`text_attention_mask` must have shape {tuple(text_hidden_states.shape[:2])}, "
+                    f"got {tuple(text_attention_mask.shape)}."
+                )
+        if rows != batch_size:
+            raise ValueError(f"The condition has {rows} rows but `input_ids` has batch size {batch_size}.")
+        if condition_drop_mask is None:
+            if self.training and config.condition_dropout_prob > 0:
+                draw_device = generator.device if generator is not None else device
+                uniform = torch.rand(batch_size, generator=generator, device=draw_device).to(device)
+                condition_drop_mask = uniform < config.condition_dropout_prob
+            else:
+                condition_drop_mask = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        condition_drop_mask = torch.as_tensor(condition_drop_mask, device=device).bool().reshape(-1)
+        if condition_drop_mask.shape[0] != batch_size:
+            raise ValueError(
+                f"`condition_drop_mask` must have {batch_size} entries, got {condition_drop_mask.shape[0]}."
+            )
+        return self.condition_embedding(condition_drop_mask, class_labels, text_hidden_states, text_attention_mask)
+
+    def _with_condition_slots(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, past_length: int
+    ) -> tuple[torch.LongTensor, torch.Tensor | None]:
+        """Prepends the P placeholders to a fresh sequence of image ids only (the training layout)."""
+        placeholder = self.config.condition_token_id
+        if past_length > 0 or input_ids.shape[1] == 0:
+            return input_ids, attention_mask
+        starts_with_slot = input_ids[:, 0] == placeholder
+        if starts_with_slot.all():
+            return input_ids, attention_mask
+        if starts_with_slot.any():
+            raise ValueError("`input_ids` rows must either all start with the condition placeholders or none of them.")
+        slots = input_ids.new_full((input_ids.shape[0], self.config.num_condition_tokens), placeholder)
+        if attention_mask is not None:
+            attention_mask = torch.cat([attention_mask.new_ones(slots.shape), attention_mask], dim=1)
+        return torch.cat([slots, input_ids], dim=1), attention_mask
+
+    # ------------------------------------------------------------------ forward
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        class_labels: torch.LongTensor | None = None,
+        text_hidden_states: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        condition_drop_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        return_loss: bool = True,
+        generator: torch.Generator | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `[B, k]` or `[B, P + k]`): image ids in `[0, codebook_size)`,
+                optionally preceded by the P condition placeholders (`config.condition_token_id`); with a KV cache,
+                only the new positions.
+            class_labels (`torch.LongTensor` of shape `[B]`): class ids in `[0, num_classes]` (`num_classes` = null).
+            text_hidden_states (`torch.Tensor` of shape `[B, L, text_hidden_size]`): text-encoder states.
+            text_attention_mask (`torch.Tensor` of shape `[B, L]`): 1 for real text tokens, 0 for padding.
+            condition_drop_mask (`torch.BoolTensor` of shape `[B]`): True replaces the condition by the null condition.
+                If omitted, drawn with probability `condition_dropout_prob` in training mode (from `generator` or the
+                global RNG) and all False in eval mode.
+            return_loss (`bool`): compute the next-token cross-entropy over the image ids (fresh sequences only).
+
+        Returns:
+            `CausalLMOutputWithPast` with `loss` (mean over the k image ids) and `logits` `[B, L, codebook_size]`
+            aligned with the (placeholder-prefixed) sequence: `logits[:, P - 1 + i]` predicts image id `i`.
+        """
+        if input_ids is None:
+            raise ValueError("`input_ids` is required (image ids, optionally after the condition placeholders).")
+        if input_ids.ndim != 2:
+            raise ValueError(f"`input_ids` must have shape [B, L], got {tuple(input_ids.shape)}.")
+        num_prefix, placeholder = self.config.num_condition_tokens, self.config.condition_token_id
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        input_ids, attention_mask = self._with_condition_slots(input_ids, attention_mask, past_length)
+        num_slots = max(0, min(input_ids.shape[1], num_prefix - past_length))
+
+        image_ids = input_ids[:, num_slots:]
+        if (input_ids[:, :num_slots] != placeholder).any():
+            raise ValueError(f"`input_ids` positions < {num_prefix} must hold the placeholder id {placeholder}.")
+        if ((image_ids < 0) | (image_ids >= self.config.codebook_size)).any():
+            raise ValueError(
+                f"`input_ids` image positions must lie in [0, {self.config.codebook_size}), got values in "
+                f"[{image_ids.min().item()}, {image_ids.max().item()}]."
+            )
+        inputs_embeds = self.model.embed_tokens(image_ids)
+        if num_slots > 0:
+            condition = self.embed_condition(
+                input_ids.shape[0],
+                class_labels,
+                text_hidden_states,
+                text_attention_mask,
+                condition_drop_mask,
+                generator,
+            )
+            condition = condition[:, past_length : past_length + num_slots].to(inputs_embeds.dtype)
+            inputs_embeds = torch.cat([condition, inputs_embeds], dim=1)
+        inputs_embeds = self.embedding_dropout(inputs_embeds)
+
+        if use_cache is None:
+            use_cache = not self.training
+        outputs = self.model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+
+        loss = None
+        if return_loss and past_length == 0 and input_ids.shape[1] > num_prefix:
+            logits = self.lm_head(hidden_states)
+            targets = input_ids[:, num_prefix:]
+            predictions = logits[:, num_prefix - 1 : -1].float()
+            loss = F.cross_entropy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1))
+            if not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+                logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
+        else:
+            logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
+
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    # ------------------------------------------------------------------ generation
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        past_key_values: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        class_labels: torch.LongTensor | None = None,
+        text_hidden_states: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        condition_drop_mask: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        # Classifier-free guidance in the MusicGen layout: a condition with 2B rows ([:B] conditional, [B:] null)
+        # drives B sequences; both halves are fed the same ids, and a guidance logits processor maps the 2B rows of
+        # logits back to B before one token per pair is sampled.
+        condition = class_labels if class_labels is not None else text_hidden_states
+        if condition is not None and condition.shape[0] == 2 * input_ids.shape[0]:
+            input_ids = input_ids.repeat(2, 1)
+            if attention_mask is not None:
+                attention_mask = attention_mask.repeat(2, 1)
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            class_labels=class_labels,
+            text_hidden_states=text_hidden_states,
+            text_attention_mask=text_attention_mask,
+            condition_drop_mask=condition_drop_mask,
+            **kwargs,
+        )
+        model_inputs["return_loss"] = False
+        return model_inputs
+
+    def _generation_condition(self, class_labels, text_hidden_states, text_attention_mask) -> tuple[dict, int]:
+        config, device = self.config, self.device
+        if config.condition_type == "class":
+            if class_labels is None or text_hidden_states is not None:
+                raise ValueError("A class-conditional prior needs `class_labels` (and no `text_hidden_states`).")
+            labels = torch.as_tensor(class_labels, device=device).long().reshape(-1)
+            if labels.numel() == 0 or ((labels < 0) | (labels >= config.num_classes)).any():
+                raise ValueError(
+                    f"`class_labels` must be non-empty and lie in [0, {config.num_classes}), got {labels}."
+                )
+            return {"class_labels": labels}, labels.shape[0]
+        if text_hidden_states is None or class_labels is not None:
+            raise ValueError("A text-conditional prior needs `text_hidden_states` (and no `class_labels`).")
+        if text_hidden_states.ndim != 3 or text_hidden_states.shape[-1] != config.text_hidden_size:
+            raise ValueError(
+                f"`text_hidden_states` must have shape [B, L, {config.text_hidden_size}], "
+                f"got {tuple(text_hidden_states.shape)}."
+            )
+        condition = {"text_hidden_states": text_hidden_states.to(device)}
+        if text_attention_mask is not None:
+            if tuple(text_attention_mask.shape) != tuple(text_hidden_states.shape[:2]):
+                raise ValueError(
+                    f"`text_attention_mask` must have shape {tuple(text_hidden_states.shape[:2])} (batch size and "
+                    f"length of `text_hidden_states`), got {tuple(text_attention_mask.shape)}."
+                )
+            condition["text_attention_mask"] = text_attention_mask.to(device)
+        return condition, text_hidden_states.shape[0]
+
+    @torch.no_grad()
+    def generate_image_tokens(
+        self,
+        class_labels: torch.LongTensor | Sequence[int] | None = None,
+        text_hidden_states: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        num_tokens: int | None = None,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        logits_processor: LogitsProcessorList | Sequence | None = None,
+    ) -> torch.LongTensor:
+        """Samples `num_tokens` FlexTok ids per condition with `generate()`.
+
+        Args:
+            class_labels (`[B]`) / text_hidden_states (`[B, L, C]`) + text_attention_mask (`[B, L]`): the condition.
+            num_tokens: ids to generate, 1 … `max_num_tokens` (default: all K).
+            guidance_scale: classifier-free guidance on logits, `l_u + s (l_c - l_u)`. 1 runs only the conditional
+                rows, 0 only the unconditional ones; s > 1 runs both in one batch of 2B and samples one id per pair.
+            temperature, top_k, top_p: sampling warpers, applied after guidance (None disables top-k/top-p).
+            generator: makes sampling deterministic without touching the caller's global RNG state.
+            logits_processor: extra processors, applied after guidance on the B guided rows.
+
+        Returns:
+            `torch.LongTensor` `[B, num_tokens]` with values in `[0, codebook_size)`.
+        """
+        condition, batch_size = self._generation_condition(class_labels, text_hidden_states, text_attention_mask)
+        num_tokens = self.config.max_num_tokens if num_tokens is None else num_tokens
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int):
+            raise ValueError(f"`num_tokens` must be an int, got {num_tokens!r}.")
+        if not 1 <= num_tokens <= self.config.max_num_tokens:
+            raise ValueError(f"`num_tokens` must lie in [1, {self.config.max_num_tokens}], got {num_tokens}.")
+        if not isinstance(guidance_scale, (int, float)) or not (guidance_scale == 0 or guidance_scale >= 1):
+            raise ValueError(
+                f"`guidance_scale` must be 0 (unconditional), 1 (no guidance) or > 1, got {guidance_scale}."
+            )
+        if not isinstance(temperature, (int, float)) or temperature <= 0:
+            raise ValueError(f"`temperature` must be a positive float, got {temperature!r}.")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"`top_k` must be None or a positive int, got {top_k!r}.")
+        if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+            raise ValueError(f"`top_p` must be None or a float in (0, 1], got {top_p!r}.")
+
+        device = self.device
+        processors = LogitsProcessorList()
+        drop_mask = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        if guidance_scale == 0:
+            drop_mask = ~drop_mask
+        elif guidance_scale != 1:
+            condition = {key: torch.cat([value, value]) for key, value in condition.items()}
+            drop_mask = torch.cat([drop_mask, ~drop_mask])
+            processors.append(ClassifierFreeGuidanceLogitsProcessor(float(guidance_scale)))
+        processors.extend(logits_processor or [])
+
+        prefix = torch.full(
+            (batch_size, self.config.num_condition_tokens), self.config.condition_token_id, device=device
+        )
+        with fork_rng_from_generator(generator, device):
+            sequences = self.generate(
+                input_ids=prefix,
+                **condition,
+                condition_drop_mask=drop_mask,
+                logits_processor=processors,
+                max_new_tokens=num_tokens,
+                do_sample=True,
+                temperature=float(temperature),
+                top_k=top_k or 0,
+                top_p=1.0 if top_p is None else float(top_p),
+                num_beams=1,
+                num_return_sequences=1,
+                use_cache=use_cache,
+            )
+        return sequences[:, self.config.num_condition_tokens :]
+
+
+def register_auto_classes() -> None:
+    """Registers the prior with `AutoConfig` / `AutoModelForCausalLM` (idempotent)."""
+    AutoConfig.register(FlexTokARConfig.model_type, FlexTokARConfig, exist_ok=True)
+    AutoModelForCausalLM.register(FlexTokARConfig, FlexTokARForCausalLM, exist_ok=True)
+
+
+__all__ = [
+    "FlexTokARConditionEmbedding",
+    "FlexTokARForCausalLM",
+    "encode_prompts",
+    "fork_rng_from_generator",
+    "llama_config_from",
+    "register_auto_classes",
+]
