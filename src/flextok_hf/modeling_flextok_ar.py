@@ -211,7 +211,7 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The P prefix embeddings `[B, P, D]`, with condition dropout (training) or an explicit drop mask."""
-        config, device = self.config, self.lm_head.weight.device
+        config, device = self.config, next(self.condition_embedding.parameters()).device
         if config.condition_type == "class":
             if class_labels is None:
                 raise ValueError("`class_labels` is required for condition_type='class'.")
@@ -311,6 +311,9 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
         """
         if input_ids is None:
             raise ValueError("`input_ids` is required (image ids, optionally after the condition placeholders).")
+        for name in ("inputs_embeds", "labels"):  # passed as None by generic wrappers (e.g. peft CAUSAL_LM)
+            if kwargs.pop(name, None) is not None:
+                raise ValueError(f"`{name}` is not supported: pass image ids as `input_ids` (the loss uses them).")
         if input_ids.ndim != 2:
             raise ValueError(f"`input_ids` must have shape [B, L], got {tuple(input_ids.shape)}.")
         num_prefix, placeholder = self.config.num_condition_tokens, self.config.condition_token_id
@@ -336,7 +339,7 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
                 condition_drop_mask,
                 generator,
             )
-            condition = condition[:, past_length : past_length + num_slots].to(inputs_embeds.dtype)
+            condition = condition[:, past_length : past_length + num_slots].to(inputs_embeds)
             inputs_embeds = torch.cat([condition, inputs_embeds], dim=1)
         inputs_embeds = self.embedding_dropout(inputs_embeds)
 
@@ -458,6 +461,8 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
             temperature, top_k, top_p: sampling warpers, applied after guidance (None disables top-k/top-p).
             generator: makes sampling deterministic without touching the caller's global RNG state.
             logits_processor: extra processors, applied after guidance on the B guided rows.
+
+        Dropout layers follow the module mode, as in `generate()`: call `model.eval()` before sampling.
 
         Returns:
             `torch.LongTensor` `[B, num_tokens]` with values in `[0, codebook_size)`.

@@ -1,0 +1,1 @@
+"""Subcommands of `flextok-hf`; see `flextok_hf.cli`."""
