@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # Module names under flextok_hf.commands, in the order they appear in `--help`.
-COMMAND_MODULES = ("convert_official",)
+COMMAND_MODULES = ("convert_official", "reconstruct")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,8 +23,8 @@ def load_image_file(path: str | os.PathLike, name: str = "images") -> PIL.Image.
 
 
 def to_rgb_array(image, name: str = "images") -> np.ndarray:
-    """One image (path, PIL, numpy or torch; gray, RGB or RGBA; channels first or last) -> uint8 `[H, W, 3]` (the PIL
-    backend resizes in 8 bits). Transparency is composited onto white. Float inputs are read as [0, 1] or, if negative values occur,
+    """One image (path, PIL, numpy or torch; gray, RGB or RGBA; channels first or last) -> `[H, W, 3]` in [0, 255]:
+    uint8 for PIL and integer inputs, float32 for float inputs (kept exact unless a resize is needed). Transparency is composited onto white. Float inputs are read as [0, 1] or, if negative values occur,
     as [-1, 1]; integer inputs as [0, 255]."""
     if isinstance(image, (str, os.PathLike)):
         image = load_image_file(image, name)
@@ -41,6 +41,8 @@ def to_rgb_array(image, name: str = "images") -> np.ndarray:
             f"`{name}` must be PIL images, numpy arrays, torch tensors or file paths, got {type(image).__name__}."
         )
     array = image
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
+        raise TypeError(f"`{name}`: image arrays must hold real numbers, got dtype {array.dtype}.")
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3:
@@ -59,12 +61,15 @@ def to_rgb_array(image, name: str = "images") -> np.ndarray:
             array = (array + 1) * 127.5
         elif low < 0 or high > 255:
             raise ValueError(f"`{name}`: float images must lie in [0, 1] or [-1, 1], got [{low:.3g}, {high:.3g}].")
+    is_float = np.issubdtype(array.dtype, np.floating) or array.dtype == bool
     array = array.astype(np.float32)
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     elif array.shape[-1] == 4:
         alpha = array[..., 3:] / 255.0
         array = alpha * array[..., :3] + (1 - alpha) * 255.0
+    if is_float:
+        return np.clip(array, 0, 255)
     return np.clip(np.round(array), 0, 255).astype(np.uint8)
 
 
@@ -113,6 +118,18 @@ class FlexTokImageProcessor(PilBackend):
             arrays = [to_rgb_array(images)]
         kwargs.setdefault("input_data_format", "channels_last")
         return super().preprocess(arrays, *args, **kwargs)
+
+    def resize(self, image: np.ndarray, size, resample=None, reducing_gap=None, **kwargs) -> np.ndarray:
+        """PIL resize (8-bit), skipped when the `[C, H, W]` image already has the target size so float inputs stay
+        exact."""
+        height, width = image.shape[-2:]
+        if size.shortest_edge and min(height, width) == size.shortest_edge:
+            return image
+        if size.height and size.width and (height, width) == (size.height, size.width):
+            return image
+        if image.dtype != np.uint8:
+            image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+        return super().resize(image, size, resample=resample, reducing_gap=reducing_gap, **kwargs)
 
     def postprocess(self, pixel_values: torch.Tensor, output_type: str = "pil"):
         """`[B, 3, H, W]` in [-1, 1] -> list of PIL images (`"pil"`), `[B, H, W, 3]` floats in [0, 1] (`"np"`) or
