@@ -16,6 +16,7 @@ install_requires = [
     "numpy>=1.26",
     "pillow>=10",
     "tqdm",
+    "jinja2",  # model-card templates (huggingface_hub.ModelCard)
 ]
 
 extras = {

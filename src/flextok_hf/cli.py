@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # Module names under flextok_hf.commands, in the order they appear in `--help`.
-COMMAND_MODULES = ("convert_official", "reconstruct")
+COMMAND_MODULES = ("convert_official", "reconstruct", "train_tokenizer", "push")
 
 
 def build_parser() -> argparse.ArgumentParser:
