@@ -9,6 +9,7 @@ from .image_processing_flextok import FlexTokImageProcessor
 from .modeling_flextok import FlexTokEncoderOutput, FlexTokModel, FlexTokOutput
 from .modeling_flextok_ar import FlexTokARForCausalLM
 from .pipeline_flextok import FlexTokCoarseToFineOutput, FlexTokPipeline, FlexTokPipelineOutput
+from .pipeline_flextok_text2image import FlexTokClassToImagePipeline, FlexTokText2ImagePipeline
 from .pipeline_tokenize import FlexTokTokenizePipeline
 from .scheduling_flextok import FlexTokFlowScheduler
 
@@ -37,4 +38,6 @@ __all__ = [
     "FlexTokPipelineOutput",
     "FlexTokCoarseToFineOutput",
     "FlexTokTokenizePipeline",
+    "FlexTokText2ImagePipeline",
+    "FlexTokClassToImagePipeline",
 ]

@@ -9,7 +9,15 @@ import importlib
 import sys
 
 # Module names under flextok_hf.commands, in the order they appear in `--help`.
-COMMAND_MODULES = ("convert_official", "reconstruct", "train_tokenizer", "push")
+COMMAND_MODULES = (
+    "convert_official",
+    "reconstruct",
+    "train_tokenizer",
+    "pretokenize",
+    "train_prior",
+    "generate",
+    "push",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -436,6 +436,26 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
             condition["text_attention_mask"] = text_attention_mask.to(device)
         return condition, text_hidden_states.shape[0]
 
+    def _negative_condition(self, negative_text_hidden_states, negative_text_attention_mask, batch_size: int):
+        if negative_text_hidden_states is None:
+            if negative_text_attention_mask is not None:
+                raise ValueError("`negative_text_attention_mask` was given without `negative_text_hidden_states`.")
+            return None
+        if self.config.condition_type != "text":
+            raise ValueError("`negative_text_hidden_states` is only used by a text-conditional prior.")
+        try:  # the same checks as the condition, reported under the negative argument names
+            negative, rows = self._generation_condition(
+                None, negative_text_hidden_states, negative_text_attention_mask
+            )
+        except ValueError as error:
+            raise ValueError(str(error).replace("`text_", "`negative_text_")) from None
+        if rows != batch_size:
+            raise ValueError(
+                f"`negative_text_hidden_states` has {rows} rows but the condition has {batch_size}; pass one negative "
+                "row per sample."
+            )
+        return negative
+
     @torch.no_grad()
     def generate_image_tokens(
         self,
@@ -450,6 +470,8 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
         generator: torch.Generator | None = None,
         use_cache: bool = True,
         logits_processor: LogitsProcessorList | Sequence | None = None,
+        negative_text_hidden_states: torch.Tensor | None = None,
+        negative_text_attention_mask: torch.Tensor | None = None,
     ) -> torch.LongTensor:
         """Samples `num_tokens` FlexTok ids per condition with `generate()`.
 
@@ -461,6 +483,8 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
             temperature, top_k, top_p: sampling warpers, applied after guidance (None disables top-k/top-p).
             generator: makes sampling deterministic without touching the caller's global RNG state.
             logits_processor: extra processors, applied after guidance on the B guided rows.
+            negative_text_hidden_states (`[B, L', C]`) + negative_text_attention_mask (`[B, L']`): text priors only;
+                a negative prompt that replaces the learned null condition as the unconditional branch of guidance.
 
         Dropout layers follow the module mode, as in `generate()`: call `model.eval()` before sampling.
 
@@ -487,11 +511,20 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
         device = self.device
         processors = LogitsProcessorList()
         drop_mask = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        # The unconditional branch is the learned null condition, or the negative prompt when one is given.
+        negative = self._negative_condition(negative_text_hidden_states, negative_text_attention_mask, batch_size)
         if guidance_scale == 0:
-            drop_mask = ~drop_mask
+            if negative is None:
+                drop_mask = ~drop_mask
+            else:
+                condition = negative
         elif guidance_scale != 1:
-            condition = {key: torch.cat([value, value]) for key, value in condition.items()}
-            drop_mask = torch.cat([drop_mask, ~drop_mask])
+            if negative is None:
+                condition = {key: torch.cat([value, value]) for key, value in condition.items()}
+                drop_mask = torch.cat([drop_mask, ~drop_mask])
+            else:
+                condition = _stack_text_conditions(condition, negative)
+                drop_mask = torch.cat([drop_mask, drop_mask])
             processors.append(ClassifierFreeGuidanceLogitsProcessor(float(guidance_scale)))
         processors.extend(logits_processor or [])
 
@@ -514,6 +547,19 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
                 use_cache=use_cache,
             )
         return sequences[:, self.config.num_condition_tokens :]
+
+
+def _stack_text_conditions(first: dict, second: dict) -> dict:
+    """Two text conditions stacked along the batch; the shorter states are padded (with attention mask 0)."""
+    length = max(first["text_hidden_states"].shape[1], second["text_hidden_states"].shape[1])
+    states, masks = [], []
+    for condition in (first, second):
+        hidden = condition["text_hidden_states"]
+        mask = condition.get("text_attention_mask")
+        mask = torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask
+        states.append(F.pad(hidden, (0, 0, 0, length - hidden.shape[1])))
+        masks.append(F.pad(mask.long(), (0, length - hidden.shape[1])))
+    return {"text_hidden_states": torch.cat(states), "text_attention_mask": torch.cat(masks)}
 
 
 def register_auto_classes() -> None:

