@@ -61,6 +61,27 @@ class FlexTokCoarseToFineOutput(BaseOutput):
     token_ids: list[torch.LongTensor]
 
 
+def local_pipeline_folder(pretrained_model_name_or_path: str | os.PathLike, kwargs: dict) -> str:
+    """The path itself if it is a folder, else a `snapshot_download` of the Hub repo (configs and safetensors only).
+
+    Pops the Hub-only arguments (`revision`, `token`) from `kwargs`; diffusers cannot resolve components from a pip
+    package given a Hub id, so pipelines download first and load from the local snapshot.
+    """
+    path = str(pretrained_model_name_or_path)
+    if os.path.isdir(path):
+        return path
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(
+        path,
+        revision=kwargs.pop("revision", None),
+        token=kwargs.pop("token", None),
+        cache_dir=kwargs.get("cache_dir"),
+        local_files_only=kwargs.get("local_files_only", False),
+        allow_patterns=PIPELINE_FILE_PATTERNS,
+    )
+
+
 def _check_int(name: str, value, low: int, high: int | None = None):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
         raise TypeError(f"`{name}` must be an int, got {value!r}.")
@@ -105,18 +126,7 @@ class FlexTokPipeline(DiffusionPipeline):
         """Load a saved pipeline — or a bare `FlexTokModel` folder, wrapped with a default scheduler — from a local
         folder or a Hub id (downloaded with `snapshot_download` first: diffusers cannot resolve components from a pip
         package on its own). Weights are read from safetensors only."""
-        path = str(pretrained_model_name_or_path)
-        if not os.path.isdir(path):
-            from huggingface_hub import snapshot_download
-
-            path = snapshot_download(
-                path,
-                revision=kwargs.pop("revision", None),
-                token=kwargs.pop("token", None),
-                cache_dir=kwargs.get("cache_dir"),
-                local_files_only=kwargs.get("local_files_only", False),
-                allow_patterns=PIPELINE_FILE_PATTERNS,
-            )
+        path = local_pipeline_folder(pretrained_model_name_or_path, kwargs)
         if not os.path.isfile(os.path.join(path, "model_index.json")):
             if not os.path.isfile(os.path.join(path, "config.json")):
                 raise ValueError(f"{path!r} holds neither a FlexTokPipeline (model_index.json) nor a FlexTokModel.")

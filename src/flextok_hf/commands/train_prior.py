@@ -200,7 +200,7 @@ def load_text_encoder(name_or_path: str | None):
     """The frozen text encoder and tokenizer (default: the packaged MiniLM)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from ..pipeline_flextok_text2image import load_default_text_encoder
+    from ..text_encoders import load_default_text_encoder
 
     if name_or_path is None:
         return load_default_text_encoder()
@@ -236,7 +236,7 @@ def save_generation_pipeline(prior, flextok_pipe, pipeline_args: PriorPipelineAr
     )
     reference = pipeline_args.reference_text_encoder
     if reference:
-        from ..pipeline_flextok_text2image import make_text_encoder_reference
+        from ..text_encoders import make_text_encoder_reference
 
         try:
             make_text_encoder_reference(text_encoder, tokenizer)
