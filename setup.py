@@ -34,7 +34,12 @@ extras = {
     "demo": ["gradio==6.31.0", "gradio_client==2.7.2", "matplotlib>=3.8", "scikit-image>=0.24"],
 }
 extras["test"] = sorted(
-    set(extras["train"] + extras["text"] + extras["demo"] + ["pytest>=8", "playwright>=1.50", "ruff", "scikit-image>=0.24"])
+    set(
+        extras["train"]
+        + extras["text"]
+        + extras["demo"]
+        + ["pytest>=8", "playwright>=1.50", "ruff", "scikit-image>=0.24", "setuptools>=68", "wheel"]
+    )
 )
 extras["all"] = extras["test"]
 

@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "train_prior",
     "generate",
     "push",
+    "demo",
+    "export_space",
 )
 
 

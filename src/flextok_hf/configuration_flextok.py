@@ -65,6 +65,7 @@ class FlexTokConfig(PreTrainedConfig):
     - `FlexTokConfig.d12_d12()`: 257,437,510 (encoder 85,185,798; decoder 172,251,712)
     - `FlexTokConfig.d18_d18()`: 865,323,718 (encoder 287,031,174; decoder 578,292,544)
     - `FlexTokConfig.d18_d28()`: 2,456,308,166 (encoder 287,031,174; decoder 2,169,276,992)
+    - `FlexTokConfig.cpu_32px()`: a pixel-space 32x32 model for CPU training (5,520,628).
     - `FlexTokConfig.tiny()`: a pixel-space 16x16 model for tests (336,246).
     """
 
@@ -253,6 +254,26 @@ class FlexTokConfig(PreTrainedConfig):
     def d18_d28(cls, **kwargs) -> FlexTokConfig:
         """The paper's d18-d28 tokenizer (width 1152 encoder, 1792 decoder)."""
         return cls._paper(18, 28, **kwargs)
+
+    @classmethod
+    def cpu_32px(cls, **kwargs) -> FlexTokConfig:
+        """A 5.5 M-parameter pixel-space 32x32 model (patch 4, 32 registers, width 192, depth 4 + 4, pow2 nested
+        dropout) sized for CPU training; the shipped default tokenizer is this preset with a narrower encoder."""
+        defaults = dict(
+            image_size=32,
+            vae_config=None,
+            patch_size=4,
+            encoder_hidden_size=192,
+            encoder_num_layers=4,
+            encoder_head_dim=64,
+            decoder_hidden_size=192,
+            decoder_num_layers=4,
+            decoder_head_dim=64,
+            num_registers=32,
+            nested_dropout_mode="pow2",
+        )
+        defaults.update(kwargs)
+        return cls(**defaults)
 
     @classmethod
     def tiny(cls, **kwargs) -> FlexTokConfig:
