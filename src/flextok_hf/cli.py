@@ -13,6 +13,8 @@ COMMAND_MODULES = (
     "convert_official",
     "reconstruct",
     "train_tokenizer",
+    "train_vae",
+    "finetune_lora",
     "pretokenize",
     "train_prior",
     "generate",

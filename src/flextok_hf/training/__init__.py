@@ -2,7 +2,10 @@
 
 from .callbacks import EMACallback, LogHistoryCallback, SampleGridCallback, reconstruction_grid
 from .collator import ImageCollator, LatentCollator, cache_latents
+from .lora import add_lora, finetune_lora, load_lora, save_lora
+from .pretokenize import load_pretokenized, merge_datasets, pretokenize, pretokenize_dataset
 from .prior import PRIOR_TRAINING_DEFAULTS, FlexTokARDataCollator, build_prior_trainer, train_prior
+from .repa import REPATeacher
 from .tokenizer import (
     FlexTokTrainer,
     TokenizerDataArguments,
@@ -10,9 +13,16 @@ from .tokenizer import (
     TokenizerTrainingArguments,
     train_tokenizer,
 )
+from .vae import train_vae
 
 __all__ = [
     "PRIOR_TRAINING_DEFAULTS",
+    "REPATeacher",
+    "add_lora",
+    "finetune_lora",
+    "load_lora",
+    "save_lora",
+    "train_vae",
     "FlexTokARDataCollator",
     "build_prior_trainer",
     "train_prior",
@@ -28,4 +38,8 @@ __all__ = [
     "cache_latents",
     "reconstruction_grid",
     "train_tokenizer",
+    "load_pretokenized",
+    "merge_datasets",
+    "pretokenize",
+    "pretokenize_dataset",
 ]

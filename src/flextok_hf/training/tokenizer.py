@@ -34,6 +34,7 @@ from ..image_processing_flextok import FlexTokImageProcessor
 from ..modeling_flextok import FlexTokModel, count_parameters
 from .callbacks import EMACallback, LogHistoryCallback, SampleGridCallback, reconstruction_psnr
 from .collator import CACHE_DTYPES, ImageCollator, LatentCollator, cache_latents
+from .repa import REPATeacher, default_repa_layer
 
 logger = logging.getLogger(__name__)
 
@@ -72,27 +73,9 @@ model is written by `trainer.save_model()`.
 """
 
 
-def cpu_32px(**kwargs) -> FlexTokConfig:
-    """A 5.5 M-parameter pixel-space 32x32 model (patch 4, 32 registers, width 192, depth 4 + 4) for CPU training."""
-    defaults = dict(
-        image_size=32,
-        vae_config=None,
-        patch_size=4,
-        encoder_hidden_size=192,
-        encoder_num_layers=4,
-        encoder_head_dim=64,
-        decoder_hidden_size=192,
-        decoder_num_layers=4,
-        decoder_head_dim=64,
-        num_registers=32,
-        nested_dropout_mode="pow2",
-    )
-    return FlexTokConfig(**{**defaults, **kwargs})
-
-
 TOKENIZER_PRESETS = {
     "tiny": FlexTokConfig.tiny,
-    "cpu_32px": cpu_32px,
+    "cpu_32px": FlexTokConfig.cpu_32px,
     "d12_d12": FlexTokConfig.d12_d12,
     "d18_d18": FlexTokConfig.d18_d18,
     "d18_d28": FlexTokConfig.d18_d28,
@@ -110,6 +93,7 @@ ARCHITECTURE_OVERRIDES = (
     "decoder_head_dim",
 )
 OBJECTIVE_OVERRIDES = ("nested_dropout_mode", "null_condition_dropout_prob", "x0_loss_weight")
+REPA_OVERRIDES = ("repa_layer", "repa_loss_weight", "repa_projector_dim")
 
 
 @dataclass
@@ -134,6 +118,20 @@ class TokenizerModelArguments:
     nested_dropout_mode: str | None = field(default=None, metadata={"help": "uniform, pow2 or uniform_pow2."})
     null_condition_dropout_prob: float | None = None
     x0_loss_weight: float | None = field(default=None, metadata={"help": "Weight of the auxiliary x0 MSE loss."})
+    vae_scaling_factor: float | None = field(
+        default=None, metadata={"help": "Latent scale (default: the VAE config's `scaling_factor`, else 1)."}
+    )
+    repa_teacher: str | None = field(
+        default=None,
+        metadata={
+            "help": "REPA teacher: a local transformers ViT/DINOv2 folder or 'flextok_classifier'. Off if unset."
+        },
+    )
+    repa_teacher_layer: int = field(default=-1, metadata={"help": "Teacher layer (-1: last_hidden_state)."})
+    repa_teacher_image_size: int | None = field(default=None, metadata={"help": "Teacher input side in pixels."})
+    repa_layer: int | None = field(default=None, metadata={"help": "Decoder block aligned by REPA (default 1)."})
+    repa_loss_weight: float | None = field(default=None, metadata={"help": "REPA weight (config default 0.5)."})
+    repa_projector_dim: int | None = field(default=None, metadata={"help": "Hidden size of the REPA projector MLP."})
 
 
 @dataclass
@@ -231,19 +229,55 @@ class FlexTokTrainer(Trainer):
     evaluations and leaves the training RNG (and thus exact resumption) untouched. `train(resume_from_checkpoint=...)`
     also tells the EMA callback which checkpoint to restore from.
 
+    Training logs also carry the mean of each loss term since the last log (`rf_loss`, and `x0_loss` / `repa_loss`
+    when active; main process only).
+
     Args (besides Trainer's):
         psnr_images: `[N, 3, S, S]` in [-1, 1], or None to skip the PSNR.
         psnr_num_inference_steps, psnr_guidance_scale, psnr_seed: decoder settings of the PSNR reconstructions.
+        repa_teacher: a frozen [`REPATeacher`] (or any module mapping `pixel_values` to `[B, N', F]` features); its
+            features of each batch are passed to the model as `repa_target`. It is not part of the model, so it is
+            never saved with it.
     """
 
     def __init__(
-        self, *args, psnr_images=None, psnr_num_inference_steps=8, psnr_guidance_scale=1.0, psnr_seed=0, **kwargs
+        self,
+        *args,
+        psnr_images=None,
+        psnr_num_inference_steps=8,
+        psnr_guidance_scale=1.0,
+        psnr_seed=0,
+        repa_teacher=None,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.psnr_images = psnr_images
         self.psnr_num_inference_steps = psnr_num_inference_steps
         self.psnr_guidance_scale = psnr_guidance_scale
         self.psnr_seed = psnr_seed
+        self.repa_teacher = repa_teacher.to(self.args.device) if repa_teacher is not None else None
+        self._loss_terms: dict[str, list[torch.Tensor]] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's loss; with a REPA teacher, its features of `pixel_values` are passed as `repa_target`."""
+        if self.repa_teacher is not None:
+            if "pixel_values" not in inputs:
+                raise ValueError("REPA needs `pixel_values` in every batch (cached latents cannot feed the teacher).")
+            inputs = {**inputs, "repa_target": self.repa_teacher(inputs["pixel_values"])}
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training:
+            for name in ("rf_loss", "x0_loss", "repa_loss"):
+                value = outputs.get(name) if isinstance(outputs, dict) else None
+                if value is not None:
+                    self._loss_terms.setdefault(name, []).append(value.detach().float())
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._loss_terms:
+            for name, values in self._loss_terms.items():
+                logs[name] = torch.stack(values).mean().item()
+            self._loss_terms = {}
+        super().log(logs, start_time)
 
     def _callbacks_of(self, kind):
         return [callback for callback in self.callback_handler.callbacks if isinstance(callback, kind)]
@@ -302,21 +336,35 @@ def _parse_ints(name: str, text: str) -> list[int]:
     return values
 
 
-def build_model(model_args: TokenizerModelArguments) -> FlexTokModel:
-    """A fresh model from a preset / JSON config with overrides, or a loaded one (`model_name_or_path`) to fine-tune."""
+def build_model(model_args: TokenizerModelArguments, repa_feature_dim: int | None = None) -> FlexTokModel:
+    """A fresh model from a preset / JSON config with overrides, or a loaded one (`model_name_or_path`) to fine-tune.
+
+    `repa_feature_dim` (the REPA teacher's feature size) switches REPA on: the model gets a projector for decoder
+    block `model_args.repa_layer` (default 1, or the last block of shallower decoders). With `vae_name_or_path`, the
+    latents are scaled by `model_args.vae_scaling_factor`, else by the VAE config's `scaling_factor`.
+    """
     overrides = {
         name: getattr(model_args, name)
-        for name in ARCHITECTURE_OVERRIDES + OBJECTIVE_OVERRIDES
-        if getattr(model_args, name) is not None
+        for name in ARCHITECTURE_OVERRIDES + OBJECTIVE_OVERRIDES + REPA_OVERRIDES
+        if getattr(model_args, name, None) is not None
     }
     if "fsq_levels" in overrides:
         overrides["fsq_levels"] = _parse_ints("fsq_levels", overrides["fsq_levels"])
+    repa = {name: overrides.pop(name) for name in REPA_OVERRIDES if name in overrides}
+    if repa_feature_dim is not None:
+        repa["repa_feature_dim"] = int(repa_feature_dim)
+    elif repa:
+        raise ValueError(f"{sorted(repa)} need a REPA teacher (`repa_teacher`), which was not given.")
+    if getattr(model_args, "vae_scaling_factor", None) is not None:
+        overrides["vae_scaling_factor"] = float(model_args.vae_scaling_factor)
     vae = None
     if model_args.vae_name_or_path is not None:
         from diffusers import AutoencoderKL
 
         vae = AutoencoderKL.from_pretrained(model_args.vae_name_or_path)
         overrides["vae_config"] = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+        if "vae_scaling_factor" not in overrides and vae.config.get("scaling_factor") is not None:
+            overrides["vae_scaling_factor"] = float(vae.config.scaling_factor)
     if model_args.model_name_or_path is not None:
         fixed = sorted(set(overrides) - set(OBJECTIVE_OVERRIDES))
         if fixed:
@@ -324,7 +372,10 @@ def build_model(model_args: TokenizerModelArguments) -> FlexTokModel:
                 f"Cannot change {fixed} of a pretrained model ({model_args.model_name_or_path!r}); only "
                 f"{list(OBJECTIVE_OVERRIDES)} may be overridden when fine-tuning."
             )
-        model = FlexTokModel.from_pretrained(model_args.model_name_or_path)
+        if repa:  # passed to from_pretrained so that a missing projector is created (and initialized)
+            pretrained = FlexTokConfig.from_pretrained(model_args.model_name_or_path)
+            repa.setdefault("repa_layer", default_repa_layer(pretrained))
+        model = FlexTokModel.from_pretrained(model_args.model_name_or_path, **repa)
         for name, value in overrides.items():
             setattr(model.config, name, value)
         model.config.validate_flextok()
@@ -339,6 +390,10 @@ def build_model(model_args: TokenizerModelArguments) -> FlexTokModel:
         )
     for name, value in overrides.items():
         setattr(config, name, value)
+    if repa:
+        repa.setdefault("repa_layer", default_repa_layer(config))
+        for name, value in repa.items():
+            setattr(config, name, value)
     config.validate_flextok()
     model = FlexTokModel(config)
     if vae is not None:
@@ -413,7 +468,16 @@ def train_tokenizer(args: Sequence[str] | dict | tuple | None = None) -> FlexTok
     if data_args.cache_dtype not in CACHE_DTYPES:
         raise ValueError(f"`cache_dtype` must be one of {CACHE_DTYPES}, got {data_args.cache_dtype!r}.")
     set_seed(training_args.seed)
-    model = build_model(model_args)
+    repa_teacher = None
+    if model_args.repa_teacher is not None:
+        if data_args.cache_latents:
+            raise ValueError("`cache_latents` cannot be combined with `repa_teacher` (the teacher needs the images).")
+        repa_teacher = REPATeacher(
+            model_args.repa_teacher,
+            image_size=model_args.repa_teacher_image_size,
+            layer=model_args.repa_teacher_layer,
+        )
+    model = build_model(model_args, repa_feature_dim=repa_teacher.feature_dim if repa_teacher is not None else None)
     processor = FlexTokImageProcessor.from_model_config(model.config)
     with training_args.main_process_first(desc="loading the datasets"):
         train_dataset, eval_dataset = load_datasets(data_args, seed=training_args.seed)
@@ -473,6 +537,7 @@ def train_tokenizer(args: Sequence[str] | dict | tuple | None = None) -> FlexTok
         psnr_num_inference_steps=training_args.eval_psnr_num_inference_steps,
         psnr_guidance_scale=training_args.eval_psnr_guidance_scale,
         psnr_seed=training_args.seed,
+        repa_teacher=repa_teacher,
     )
     if trainer.is_world_process_zero():
         print(
@@ -505,7 +570,6 @@ __all__ = [
     "TokenizerModelArguments",
     "TokenizerTrainingArguments",
     "build_model",
-    "cpu_32px",
     "load_datasets",
     "main",
     "native_bf16_available",
