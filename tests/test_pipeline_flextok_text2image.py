@@ -370,3 +370,50 @@ def test_bad_inputs_name_the_argument(text_pipe, class_pipe, flextok):
         text_pipe("a cat")
     out = text_pipe(prompt_embeds=torch.randn(1, 3, 32, generator=seeded(0)), generator=seeded(0), output_type="np")
     assert out.images.shape == (1, 16, 16, 3)
+
+
+def test_tokenizer_pipeline_from_a_generation_pipeline_folder(text_pipe, tmp_path):
+    """One shipped folder serves both jobs: `FlexTokPipeline.from_pretrained` takes its flextok, scheduler and the
+    decoder defaults."""
+    from flextok_hf import FlexTokPipeline
+
+    text_pipe.save_pretrained(tmp_path)
+    tokenizer = FlexTokPipeline.from_pretrained(tmp_path)
+    assert type(tokenizer) is FlexTokPipeline
+    assert tokenizer.config.num_inference_steps == STEPS and tokenizer.config.guidance_scale == 2.0
+    tokenizer.set_progress_bar_config(disable=True)
+    image = np.random.default_rng(0).random((16, 16, 3))
+    expected = FlexTokPipeline.from_flextok(text_pipe.flextok, num_inference_steps=STEPS, guidance_scale=2.0)
+    expected.set_progress_bar_config(disable=True)
+    a = tokenizer(image, output_type="np", generator=seeded())
+    b = expected(image, output_type="np", generator=seeded())
+    assert np.array_equal(a.images, b.images)
+
+
+def test_showcase_command_writes_both_grids(text_pipe, tmp_path, capsys):
+    from flextok_hf.cli import main
+
+    text_pipe.save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "showcase"
+    code = main(
+        [
+            "showcase",
+            "--model",
+            str(tmp_path / "pipe"),
+            "--text2image",
+            str(tmp_path / "pipe"),
+            "--out",
+            str(out),
+            "--prompts",
+            "a red cat",
+            "a blue dog",
+            "--num-images",
+            "3",
+        ]
+    )
+    assert code == 0
+    recon = PIL.Image.open(out / "reconstructions.png")
+    assert recon.size == ((1 + 4) * 16, 4 * 16)  # original + budgets 1, 2, 4, 8; 4 bundled images
+    assert PIL.Image.open(out / "generations.png").size == (3 * 16, 2 * 16)
+    printed = capsys.readouterr().out
+    assert "'a red cat'" in printed and "mnist:" in printed

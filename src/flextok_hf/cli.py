@@ -10,6 +10,7 @@ import sys
 
 # Module names under flextok_hf.commands, in the order they appear in `--help`.
 COMMAND_MODULES = (
+    "showcase",
     "convert_official",
     "reconstruct",
     "train_tokenizer",

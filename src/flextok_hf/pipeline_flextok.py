@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,7 +128,13 @@ class FlexTokPipeline(DiffusionPipeline):
         folder or a Hub id (downloaded with `snapshot_download` first: diffusers cannot resolve components from a pip
         package on its own). Weights are read from safetensors only."""
         path = local_pipeline_folder(pretrained_model_name_or_path, kwargs)
-        if not os.path.isfile(os.path.join(path, "model_index.json")):
+        index_file = os.path.join(path, "model_index.json")
+        if cls is FlexTokPipeline and os.path.isfile(index_file):
+            with open(index_file, encoding="utf-8") as handle:
+                index = json.load(handle)
+            if index.get("_class_name") != cls.__name__ and "flextok" in index:
+                return cls._from_generation_pipeline(path, index, **kwargs)
+        if not os.path.isfile(index_file):
             if not os.path.isfile(os.path.join(path, "config.json")):
                 raise ValueError(f"{path!r} holds neither a FlexTokPipeline (model_index.json) nor a FlexTokModel.")
             dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", None))
@@ -135,6 +142,22 @@ class FlexTokPipeline(DiffusionPipeline):
             return cls.from_flextok(model.eval(), **{k: kwargs[k] for k in cls._sampling_keys() if k in kwargs})
         kwargs.setdefault("use_safetensors", True)
         return super().from_pretrained(path, **kwargs)
+
+    @classmethod
+    def _from_generation_pipeline(cls, path: str, index: dict, **kwargs) -> FlexTokPipeline:
+        """The tokenizer part of a saved generation pipeline (its `flextok` and `scheduler`, and its decoder
+        sampling defaults), so one folder serves both tokenizing and generating."""
+        dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", None))
+        model = FlexTokModel.from_pretrained(os.path.join(path, "flextok"), dtype=dtype, use_safetensors=True)
+        scheduler = FlexTokFlowScheduler.from_pretrained(os.path.join(path, "scheduler"))
+        defaults = {
+            "num_inference_steps": index.get("num_inference_steps"),
+            "guidance_scale": index.get("decoder_guidance_scale", index.get("guidance_scale")),
+            "adaptive_guidance": index.get("adaptive_guidance"),
+        }
+        defaults = {key: value for key, value in defaults.items() if value is not None}
+        defaults.update({key: kwargs[key] for key in cls._sampling_keys() if key in kwargs})
+        return cls(flextok=model.eval(), scheduler=scheduler, **defaults)
 
     @staticmethod
     def _sampling_keys() -> tuple[str, ...]:

