@@ -7,6 +7,10 @@
   `FrechetDistanceMetric` are importable from here too (imported lazily, so importing this package
   does not import evaluate).
 
+- `classifier`: `FlexTokImageClassifier` (+ `FlexTokClassifierConfig`), the small CNN used as the offline feature
+  network (`ClassifierFeatureNetwork`) and quality bar; `load_default_classifier()` loads the shipped weights
+  (imported lazily too).
+
 The bare functions are not re-exported here because `flextok_hf.metrics.psnr` etc. name the
 evaluate module folders; use `flextok_hf.metrics.functional.psnr`.
 """
@@ -19,6 +23,12 @@ from .functional import FeatureStatistics, FrechetDistance, LayerFeatures
 METRICS_DIR = os.path.dirname(os.path.abspath(__file__))
 METRIC_NAMES = ("psnr", "mae", "ssim", "frechet_distance")
 _METRIC_CLASSES = {"Psnr": "psnr", "Mae": "mae", "Ssim": "ssim", "FrechetDistanceMetric": "frechet_distance"}
+_CLASSIFIER_NAMES = (
+    "ClassifierFeatureNetwork",
+    "FlexTokClassifierConfig",
+    "FlexTokImageClassifier",
+    "load_default_classifier",
+)
 
 __all__ = [
     "METRICS_DIR",
@@ -29,6 +39,7 @@ __all__ = [
     "metric_path",
     "load",
     *_METRIC_CLASSES,
+    *_CLASSIFIER_NAMES,
 ]
 
 
@@ -51,5 +62,8 @@ def __getattr__(name: str):
         folder = _METRIC_CLASSES[name]
         module = importlib.import_module(f"{__name__}.{folder}.{folder}")
         value = globals()[name] = getattr(module, name)
+        return value
+    if name in _CLASSIFIER_NAMES:
+        value = globals()[name] = getattr(importlib.import_module(f"{__name__}.classifier"), name)
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
