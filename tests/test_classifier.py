@@ -132,7 +132,6 @@ def test_trainer_learns_and_safetensors_round_trip(tmp_path):
 def test_train_classifier_command(tmp_path, monkeypatch):
     from flextok_hf import cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "train_classifier"))
     output = tmp_path / "clf"
     argv = ["train-classifier", "--output_dir", str(output), "--datasets", "digits", "--image_size", "16"]
     argv += ["--widths", "4,8", "--hidden_size", "8", "--max_train_samples", "48", "--max_eval_samples", "16"]

@@ -93,7 +93,9 @@ def test_tokenize_tab_in_chromium(server, browser, pipe, tmp_path):
     )
 
     page.get_by_text("Token ids and PSNR").click()  # the handler saw the slider's value
-    page.wait_for_function("() => /num_tokens/.test(document.querySelector('#tok-ids').innerText)")
+    page.wait_for_function(  # the accordion renders its content after the click
+        "() => { const e = document.querySelector('#tok-ids'); return e && /num_tokens/.test(e.innerText); }"
+    )
     assert re.search(r'"num_tokens"\s*:\s*2\b', page.locator("#tok-ids").inner_text())
 
     shot = tmp_path / "demo.png"

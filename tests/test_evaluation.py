@@ -148,7 +148,6 @@ def test_linear_probe_is_at_chance_for_independent_labels():
 def test_evaluate_command_writes_report(tmp_path, monkeypatch):
     from flextok_hf import cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "evaluate"))
     model = tiny_model()  # 16x16: MNIST is resized by the saved processor
     model.save_pretrained(tmp_path / "model")
     FlexTokImageProcessor.from_model_config(model.config).save_pretrained(tmp_path / "model")

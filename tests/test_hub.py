@@ -244,8 +244,6 @@ def test_push_pipeline_and_prior_render_cards_from_what_they_save(fake_hub):
 def _cli(monkeypatch, argv: list[str]) -> int:
     from flextok_hf import cli
 
-    if "push" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "push"))
     return cli.main(argv)
 
 

@@ -10,6 +10,7 @@ decoding and cache-free decoding all see the same sequence.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -31,6 +32,10 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import can_return_tuple
 
 from .configuration_flextok_ar import FlexTokARConfig
+
+# transformers 5.25 renamed the KV-cache argument and output field from `past_key_values` to `cache`; the prior takes
+# either name and talks to Llama and `generate()` in the name of the installed version.
+CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
 
 
 def llama_config_from(config: FlexTokARConfig) -> LlamaConfig:
@@ -160,7 +165,7 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _no_split_modules = ["LlamaDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_KWARG]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -290,6 +295,7 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         return_loss: bool = True,
         generator: torch.Generator | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -304,6 +310,7 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
                 If omitted, drawn with probability `condition_dropout_prob` in training mode (from `generator` or the
                 global RNG) and all False in eval mode.
             return_loss (`bool`): compute the next-token cross-entropy over the image ids (fresh sequences only).
+            past_key_values / cache (`Cache`): the KV cache (`cache` is its name from transformers 5.25 on).
 
         Returns:
             `CausalLMOutputWithPast` with `loss` (mean over the k image ids) and `logits` `[B, L, codebook_size]`
@@ -317,6 +324,7 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
         if input_ids.ndim != 2:
             raise ValueError(f"`input_ids` must have shape [B, L], got {tuple(input_ids.shape)}.")
         num_prefix, placeholder = self.config.num_condition_tokens, self.config.condition_token_id
+        past_key_values = cache if cache is not None else past_key_values
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         input_ids, attention_mask = self._with_condition_slots(input_ids, attention_mask, past_length)
         num_slots = max(0, min(input_ids.shape[1], num_prefix - past_length))
@@ -348,8 +356,8 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
         outputs = self.model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **{CACHE_KWARG: past_key_values},
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -368,7 +376,7 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_KWARG: getattr(outputs, CACHE_KWARG)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -378,7 +386,6 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor,
         next_sequence_length: int | None = None,
-        past_key_values: Cache | None = None,
         attention_mask: torch.Tensor | None = None,
         class_labels: torch.LongTensor | None = None,
         text_hidden_states: torch.Tensor | None = None,
@@ -388,7 +395,8 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
     ):
         # Classifier-free guidance in the MusicGen layout: a condition with 2B rows ([:B] conditional, [B:] null)
         # drives B sequences; both halves are fed the same ids, and a guidance logits processor maps the 2B rows of
-        # logits back to B before one token per pair is sampled.
+        # logits back to B before one token per pair is sampled. The KV cache travels in `kwargs` under the installed
+        # transformers' name for it (`CACHE_KWARG`).
         condition = class_labels if class_labels is not None else text_hidden_states
         if condition is not None and condition.shape[0] == 2 * input_ids.shape[0]:
             input_ids = input_ids.repeat(2, 1)
@@ -397,7 +405,6 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
         model_inputs = super().prepare_inputs_for_generation(
             input_ids,
             next_sequence_length=next_sequence_length,
-            past_key_values=past_key_values,
             attention_mask=attention_mask,
             class_labels=class_labels,
             text_hidden_states=text_hidden_states,

@@ -27,7 +27,9 @@ def register(subparsers):
         description="Tokenizes each image once and detokenizes it with every budget and decoder seed. Writes "
         "rate_distortion.{json,md,png}. The FD uses the shipped classifier's features: it is not FID.",
     )
-    parser.add_argument("--model", required=True, help="folder written by FlexTokModel.save_pretrained")
+    parser.add_argument(
+        "--model", required=True, help="folder written by FlexTokModel.save_pretrained, or a FlexTok pipeline folder"
+    )
     parser.add_argument(
         "--dataset", required=True, help="bundled dataset name (see flextok_hf.data), folder or Hub id"
     )
@@ -59,6 +61,8 @@ def load_model_and_processor(path: str, device=None):
     from ..modeling_flextok import FlexTokModel
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if os.path.isfile(os.path.join(path, "model_index.json")):  # a pipeline folder: its `flextok` component
+        path = os.path.join(path, "flextok")
     model = FlexTokModel.from_pretrained(path, use_safetensors=True).to(device).eval()
     if os.path.isfile(os.path.join(path, "preprocessor_config.json")):
         processor = FlexTokImageProcessor.from_pretrained(path)
@@ -120,7 +124,7 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point without the `flextok-hf` front end (used by `examples/evaluate.py`)."""
+    """Entry point without the `flextok-hf` front end (used by `examples/evaluate_tokenizer.py`)."""
     import sys
 
     parser = argparse.ArgumentParser(prog="flextok-hf")

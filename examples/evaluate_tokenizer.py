@@ -1,6 +1,6 @@
 """Rate-distortion evaluation of a saved FlexTok model: the same as `flextok-hf evaluate ...`.
 
-    python examples/evaluate.py --model runs/tokenizer --dataset mnist --num-samples 256 --linear-probe \
+    python examples/evaluate_tokenizer.py --model runs/tokenizer --dataset mnist --num-samples 256 --linear-probe \
         --output-dir runs/tokenizer/eval
 
 Writes rate_distortion.json, rate_distortion.md and rate_distortion.png (PSNR, MAE, SSIM, a Fréchet distance in the
