@@ -14,9 +14,8 @@ from flextok_hf.evaluation_generation import (
 )
 from flextok_hf.metrics.classifier import FlexTokClassifierConfig, FlexTokImageClassifier, load_default_classifier
 from flextok_hf.pipeline_flextok_text2image import FlexTokClassToImagePipeline, FlexTokText2ImagePipeline
-from test_pipeline_flextok_text2image import FSQ_LEVELS, STEPS, tiny_prior, tiny_text_encoder
-
 from flextok_test_utils import tiny_model
+from test_pipeline_flextok_text2image import FSQ_LEVELS, STEPS, tiny_prior, tiny_text_encoder
 
 
 @pytest.fixture(scope="module")
