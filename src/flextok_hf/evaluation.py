@@ -506,16 +506,22 @@ def plot_rate_distortion(results: dict, path: str) -> None:
     plt.close(figure)
 
 
-def write_report(results: dict, output_dir: str | os.PathLike) -> dict[str, str]:
-    """Write `rate_distortion.json`, `rate_distortion.md` and `rate_distortion.png`; returns their paths."""
+def write_report_files(results: dict, output_dir, file_names, to_markdown, plot) -> dict[str, str]:
+    """Writes `results` as JSON, `to_markdown(results)` and `plot(results, path)` to the `.json` / `.md` / `.png` of
+    `file_names` in `output_dir`; returns the paths by extension."""
     os.makedirs(output_dir, exist_ok=True)
-    paths = {name.rsplit(".", 1)[1]: os.path.join(output_dir, name) for name in REPORT_FILES}
+    paths = {name.rsplit(".", 1)[1]: os.path.join(output_dir, name) for name in file_names}
     with open(paths["json"], "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=2)
     with open(paths["md"], "w", encoding="utf-8") as handle:
-        handle.write(format_markdown(results))
-    plot_rate_distortion(results, paths["png"])
+        handle.write(to_markdown(results))
+    plot(results, paths["png"])
     return paths
+
+
+def write_report(results: dict, output_dir: str | os.PathLike) -> dict[str, str]:
+    """Write `rate_distortion.json`, `rate_distortion.md` and `rate_distortion.png`; returns their paths."""
+    return write_report_files(results, output_dir, REPORT_FILES, format_markdown, plot_rate_distortion)
 
 
 __all__ = [
@@ -526,4 +532,5 @@ __all__ = [
     "linear_probe_from_ids",
     "plot_rate_distortion",
     "write_report",
+    "write_report_files",
 ]

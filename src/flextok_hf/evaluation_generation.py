@@ -16,12 +16,12 @@ For every budget k, each condition (a prompt, or a class id for a class-conditio
 
 from __future__ import annotations
 
-import json
 import os
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from .evaluation import write_report_files
 
 GENERATION_REPORT_FILES = ("generation_accuracy.json", "generation_accuracy.md", "generation_accuracy.png")
 
@@ -167,14 +167,9 @@ def plot_generation_accuracy(results: dict, path: str) -> None:
 
 def write_generation_report(results: dict, output_dir: str | os.PathLike) -> dict[str, str]:
     """Write `generation_accuracy.{json,md,png}` to `output_dir`; returns their paths by extension."""
-    os.makedirs(output_dir, exist_ok=True)
-    paths = {name.rsplit(".", 1)[1]: os.path.join(output_dir, name) for name in GENERATION_REPORT_FILES}
-    with open(paths["json"], "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=2, default=lambda v: v.item() if isinstance(v, np.generic) else str(v))
-    with open(paths["md"], "w", encoding="utf-8") as handle:
-        handle.write(format_generation_markdown(results))
-    plot_generation_accuracy(results, paths["png"])
-    return paths
+    return write_report_files(
+        results, output_dir, GENERATION_REPORT_FILES, format_generation_markdown, plot_generation_accuracy
+    )
 
 
 __all__ = [
