@@ -86,7 +86,9 @@ def test_bad_arguments_are_named(class_pipe, classifier):
 def test_report_and_command_on_a_saved_text_pipeline(tmp_path, class_pipe, classifier):
     results = evaluate_conditional_generation(class_pipe, [0, 2], [0, 2], classifier, budgets=[2], seed=0)
     paths = write_generation_report(results, tmp_path / "report")
-    assert "| 2 |" in open(paths["md"]).read()
+    markdown = open(paths["md"]).read()
+    assert f"| 2 | {results['per_budget'][0]['class_accuracy']:.3f} |" in markdown
+    assert f"| `2` | {results['per_budget'][0]['per_condition'][1]:.2f} |" in markdown
     assert json.load(open(paths["json"]))["per_budget"][0]["budget"] == 2
 
     text_encoder, tokenizer = tiny_text_encoder()

@@ -159,6 +159,8 @@ def test_train_prior_class_cli_lowers_loss_and_writes_a_pipeline(ids_dir, flexto
     losses = [entry["loss"] for entry in history if "loss" in entry]
     assert len(losses) == 8 and losses[-1] < losses[0] - 1.0, losses  # starts near ln(1000) = 6.9
     assert any("eval_loss" in entry for entry in history)
+    assert json.loads((out / "log_history.json").read_text()) == history  # final eval included
+    assert (out / "loss_curve.png").stat().st_size > 0
 
     prior = FlexTokARForCausalLM.from_pretrained(out)
     assert prior.config.codebook_size == CODEBOOK and prior.config.max_num_tokens == K

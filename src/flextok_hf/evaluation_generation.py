@@ -124,8 +124,8 @@ def evaluate_conditional_generation(
 
 
 def format_generation_markdown(results: dict) -> str:
-    """A table: one row per budget with the overall accuracy, then one column per condition."""
-    conditions = results["conditions"]
+    """Two tables: the accuracy per budget, then one row per condition with its accuracy at every budget."""
+    rows = results["per_budget"]
     lines = [
         "# Generation accuracy per token budget",
         "",
@@ -135,11 +135,12 @@ def format_generation_markdown(results: dict) -> str:
     ]
     if results["sampling"]:
         lines.append("- Sampling: " + ", ".join(f"{k}={v}" for k, v in results["sampling"].items()) + ".")
-    lines += ["", "| budget (tokens) | accuracy | " + " | ".join(f"`{c}`" for c in conditions) + " |"]
-    lines.append("|---|---|" + "---|" * len(conditions))
-    for row in results["per_budget"]:
-        cells = [str(row["budget"]), f"{row['class_accuracy']:.3f}", *(f"{v:.2f}" for v in row["per_condition"])]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| budget (tokens) | accuracy |", "|---|---|"]
+    lines += [f"| {row['budget']} | {row['class_accuracy']:.3f} |" for row in rows]
+    lines += ["", "| condition | " + " | ".join(f"k={row['budget']}" for row in rows) + " |"]
+    lines.append("|---|" + "---|" * len(rows))
+    for index, condition in enumerate(results["conditions"]):
+        lines.append(f"| `{condition}` | " + " | ".join(f"{row['per_condition'][index]:.2f}" for row in rows) + " |")
     return "\n".join(lines) + "\n"
 
 

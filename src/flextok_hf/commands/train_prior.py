@@ -254,6 +254,7 @@ def train_prior_from_args(args: Sequence[str] | dict | None = None):
     from transformers.trainer_utils import get_last_checkpoint
 
     from ..pipeline_flextok import FlexTokPipeline
+    from ..training.callbacks import LogHistoryCallback
     from ..training.pretokenize import load_pretokenized
     from ..training.prior import FlexTokARDataCollator, train_prior
 
@@ -289,6 +290,7 @@ def train_prior_from_args(args: Sequence[str] | dict | None = None):
     }
     if evaluation is None:
         training_kwargs["eval_strategy"] = "no"
+    log_history = LogHistoryCallback()  # log_history.json + loss_curve.png in output_dir
     trainer = train_prior(
         model,
         train,
@@ -296,10 +298,12 @@ def train_prior_from_args(args: Sequence[str] | dict | None = None):
         eval_dataset=evaluation,
         data_collator=collator,
         resume_from_checkpoint=resume,
+        callbacks=[log_history],
         **training_kwargs,
     )
     if evaluation is not None:
         trainer.evaluate()
+        log_history.write(trainer.args, trainer.state)
     trainer.save_model()
     trainer.save_state()
     if trainer.is_world_process_zero():
