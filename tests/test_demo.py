@@ -28,7 +28,6 @@ from flextok_hf import (
 from flextok_hf.commands import export_space
 from flextok_hf.commands.export_space import SPACE_SDK_VERSION, check_wheel, render_app
 from flextok_hf.demo import GenerateHandlers, build_demo, launch_demo, load_demo_pipelines, prepare_image
-from flextok_hf.pretrained import pretrained_path
 from flextok_test_utils import tiny_model
 
 FSQ_LEVELS = [8, 5, 5, 5]  # 1,000 ids
@@ -243,17 +242,11 @@ def test_class_pipeline_tab(pipes):
     assert {"tokenize", "reconstruct", "generate"} <= names
 
 
-def test_default_weights_or_model_required():
-    try:
-        pretrained_path("tokenizer")
-    except FileNotFoundError:
-        with pytest.raises(ValueError, match="--model"):
-            load_demo_pipelines()
-        with pytest.raises(ValueError, match="--model"):
-            cli(export_space, ["export-space", "unused_out_dir"])
-    else:  # shipped weights: the demo loads them by default
-        tokenizer_pipe, _ = load_demo_pipelines(device="cpu")
-        assert isinstance(tokenizer_pipe, FlexTokPipeline)
+def test_demo_loads_the_shipped_default_models():
+    tokenizer_pipe, generation_pipe = load_demo_pipelines(device="cpu")
+    assert isinstance(tokenizer_pipe, FlexTokPipeline)
+    assert isinstance(generation_pipe, FlexTokText2ImagePipeline)
+    assert tokenizer_pipe.flextok.config.to_dict() == generation_pipe.flextok.config.to_dict()
 
 
 # ------------------------------------------------------------------------------------------------------ Space
