@@ -120,6 +120,7 @@ def parse_prior_args(args: Sequence[str] | dict | None = None):
         "label_names": [],
         "prediction_loss_only": True,
         "ddp_find_unused_parameters": False,  # every parameter of the prior takes part in each forward
+        "eval_strategy": "epoch",  # evaluated each epoch when there is an eval split (else switched off below)
     }
     parser.set_defaults(**defaults)
     if isinstance(args, dict):
