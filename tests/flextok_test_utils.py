@@ -212,3 +212,26 @@ def make_official_variant(
     tensors = {k: v.to(dtype) for k, v in tensors.items()}
     write_official_checkpoint(path, cfg, tensors)
     return tensors
+
+
+def tiny_prior(flextok: FlexTokModel, condition_type: str = "class", seed: int = 0, **overrides):
+    """A tiny random prior over `flextok`'s ids: 3 classes ("cat", "dog", "zebra, striped horse"), or text states of
+    width 32 (6 condition tokens). `initializer_range=0.2` gives peaked distributions, so wiring mistakes show."""
+    from flextok_hf import FlexTokARConfig, FlexTokARForCausalLM
+
+    torch.manual_seed(seed)
+    kwargs = dict(
+        codebook_size=flextok.config.codebook_size,
+        max_num_tokens=flextok.config.num_registers,
+        hidden_size=32,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        condition_type=condition_type,
+        initializer_range=0.2,
+    )
+    if condition_type == "text":
+        kwargs.update(text_hidden_size=32, num_condition_tokens=6)
+    else:
+        kwargs.update(num_classes=3, id2label={0: "cat", 1: "dog", 2: "zebra, striped horse"})
+    kwargs.update(overrides)
+    return FlexTokARForCausalLM(FlexTokARConfig.from_preset("tiny", **kwargs)).eval()

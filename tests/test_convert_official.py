@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -117,8 +118,11 @@ def test_extra_or_missing_tensors_are_refused(tmp_path):
 
 
 def test_wrong_vae_shape_gives_a_hint(tmp_path):
+    # Without the fixture's vae_config.json next to it, the default is the released SDXL-like VAE shape.
+    alone = tmp_path / "model.safetensors"
+    shutil.copyfile(FIXTURE_CKPT, alone)
     with pytest.raises(OfficialCheckpointError, match="vae_config"):
-        convert_official_checkpoint(FIXTURE_CKPT)  # default = released SDXL-like VAE shape, not the tiny one
+        convert_official_checkpoint(str(alone))
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -128,7 +128,8 @@ def load(path) -> np.ndarray:
 def test_tokenize_endpoint(client, pipes, image_file):
     tokenizer_pipe = pipes[0]
     size, budgets = tokenizer_pipe.flextok.config.image_size, tokenizer_pipe.default_budgets()
-    gallery, recon, plot, info = client.predict(handle_file(image_file), 2, STEPS, 1.5, 7, api_name="/tokenize")
+    gallery, recon, plot, info, k = client.predict(handle_file(image_file), 2, STEPS, 1.5, 7, api_name="/tokenize")
+    assert k == 2 and info["num_tokens"] == 2 and "budget_mode" not in info  # fixed k
 
     assert len(gallery) == len(budgets) == 4  # 1, 2, 4, 8
     assert [item["caption"].split(" ")[0] for item in gallery] == [f"k={b}" for b in budgets]
@@ -171,6 +172,76 @@ def test_generate_endpoint(client, pipes):
     assert info["token_ids"] == [ids.tolist() for ids in expected.token_ids]
 
 
+def test_tokenize_endpoint_streams_budget_by_budget_and_picks_k_automatically(client, pipes, image_file):
+    tokenizer_pipe = pipes[0]
+    budgets = tokenizer_pipe.default_budgets()
+    psnr_db = client.predict(handle_file(image_file), 2, STEPS, 1.5, 7, api_name="/tokenize")[3]["psnr_db"]
+    ordered = sorted(psnr_db.values())
+    gap = max(range(len(ordered) - 1), key=lambda i: ordered[i + 1] - ordered[i])
+    assert ordered[gap + 1] - ordered[gap] > 2e-3
+    target = (ordered[gap] + ordered[gap + 1]) / 2  # between two budgets' PSNR: some budgets meet it, some do not
+
+    job = client.submit(handle_file(image_file), 2, STEPS, 1.5, 7, "auto", target, api_name="/tokenize")
+    gallery, recon, plot, info, k = job.result()
+    # the pipeline's own auto mode, searching at full steps from the same seed, picks the same k
+    expected = tokenizer_pipe(
+        PIL.Image.open(image_file),
+        num_tokens="auto",
+        quality_target=target,
+        num_inference_steps=STEPS,
+        search_num_inference_steps=STEPS,
+        guidance_scale=1.5,
+        generator=torch.Generator().manual_seed(7),
+    )
+    assert k == info["num_tokens"] == expected.num_tokens[0] and info["target_met"] is expected.target_met[0] is True
+    assert k == min(b for b in budgets if psnr_db[str(b)] >= target)
+    assert info["budget_mode"] == "auto" and info["target_psnr_db"] == pytest.approx(target)
+    captions = [item["caption"] for item in gallery]
+    assert [c.endswith("· auto k") for c in captions] == [b == k for b in budgets]
+    assert np.array_equal(load(recon), load(gallery[budgets.index(k)]["image"]))
+
+    # streamed: one update per budget, the gallery and the plot growing; k and its image once its budget is decoded
+    outputs = job.outputs()
+    assert [len(output[0]) for output in outputs] == [1, 2, 3, 4]
+    assert [len(output[2]["data"]) for output in outputs] == [1, 2, 3, 4]
+    skipped = [isinstance(output[4], dict) for output in outputs]  # gr.skip() arrives as {"__type__": "update"}
+    assert skipped == [b < k for b in budgets]
+    assert [isinstance(output[3], dict) and "token_ids" in output[3] for output in outputs] == [False] * 3 + [True]
+
+    # unreachable target: the largest budget, flagged
+    unreachable = (handle_file(image_file), 2, STEPS, 1.5, 7, "auto", 50.0)
+    gallery, _, _, info, k = client.predict(*unreachable, api_name="/tokenize")
+    assert k == budgets[-1] and info["target_met"] is False
+    assert gallery[-1]["caption"].endswith("auto k (target not reached)")
+
+
+def test_generate_endpoint_streams_previews(client, pipes):
+    job = client.submit("a red cat", 4, 2.0, 2.0, 3, STEPS, 0, True, api_name="/generate")
+    gallery, info = job.result()
+    outputs = job.outputs()
+    assert [output[0][0]["caption"] for output in outputs] == [
+        "#0 · 1 token of 4 · preview",
+        "#0 · 2 tokens of 4 · preview",
+        "#0 · 4 tokens",
+    ]
+    assert all(len(output[0]) == 3 for output in outputs)
+    assert [isinstance(output[1], dict) and "token_ids" in output[1] for output in outputs] == [False, False, True]
+    expected = pipes[1](
+        "a red cat",
+        num_tokens=4,
+        prior_guidance_scale=2.0,
+        num_images_per_prompt=3,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    )
+    assert info["token_ids"] == [ids.tolist() for ids in expected.token_ids]
+    for item, image in zip(gallery, expected.images):  # the final images are the non-streamed ones
+        assert np.abs(load(item["image"]).astype(int) - np.round(image * 255).astype(int)).max() <= 1
+
+    job = client.submit("a red cat", 4, 2.0, 2.0, 3, STEPS, 0, False, api_name="/generate")
+    assert job.result()[1] == info and len(job.outputs()) == 1  # previews off: only the final images
+
+
 def test_invalid_inputs_give_readable_errors(client, image_file, tmp_path):
     fake = tmp_path / "not_an_image.png"
     fake.write_text("this is a text file with a .png name")
@@ -192,7 +263,7 @@ def test_twenty_concurrent_clients(server, image_file):
             client = Client(server, verbose=False, download_files=False)
             upload = handle_file(image_file)
             k = 1 + index % 8
-            gallery, _, _, info = client.predict(upload, k, 1, 1.0, index, api_name="/tokenize")
+            gallery, _, _, info, _ = client.predict(upload, k, 1, 1.0, index, api_name="/tokenize")
             assert len(gallery) == 4 and info["num_tokens"] == k
             assert client.predict(upload, k, 1, 1.0, index, api_name="/reconstruct")["path"]
             gallery, info = client.predict("a blue dog", 2, 1.0, 1.0, 1, 1, index, api_name="/generate")

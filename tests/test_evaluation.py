@@ -171,3 +171,41 @@ def test_evaluate_command_writes_report(tmp_path, monkeypatch):
     assert results["image_size"] == 16 and results["dataset"] == "mnist (test)"
     table = [line for line in (output / "rate_distortion.md").read_text().splitlines() if line.startswith("| ")]
     assert len(table) == 3
+
+
+def test_evaluate_command_samples_with_the_pipeline_stored_defaults(tmp_path):
+    """A pipeline's stored decoder settings are the defaults (here a class-to-image pipeline's decoder settings, which
+    differ from `FlexTokPipeline`'s 20 steps / 7.5 / APG); flags override them one by one; the report says which."""
+    from flextok_hf import FlexTokARConfig, FlexTokARForCausalLM, FlexTokClassToImagePipeline, cli
+
+    model = tiny_model(seed=2)
+    torch.manual_seed(0)
+    prior = FlexTokARForCausalLM(
+        FlexTokARConfig.from_preset("tiny", codebook_size=model.config.codebook_size, max_num_tokens=8, num_classes=2)
+    )
+    stored = dict(num_inference_steps=2, decoder_guidance_scale=1.5, adaptive_guidance=False)
+    FlexTokClassToImagePipeline.from_components(prior, model, **stored).save_pretrained(tmp_path / "pipe")
+    base = ["evaluate", "--model", str(tmp_path / "pipe"), "--dataset", "mnist", "--num-samples", "2"]
+    base += ["--budgets", "2", "--seeds", "0", "--batch-size", "2"]
+
+    assert cli.main([*base, "--output-dir", str(tmp_path / "stored")]) == 0
+    report = json.loads((tmp_path / "stored" / "rate_distortion.json").read_text())
+    assert (report["num_inference_steps"], report["guidance_scale"], report["adaptive_guidance"]) == (2, 1.5, False)
+    assert set(report["sampling_source"].values()) == {"pipeline"}
+    assert "2 steps, guidance scale 1.5 (CFG)" in (tmp_path / "stored" / "rate_distortion.md").read_text()
+    # The numbers are those of sampling with these settings.
+    direct = evaluate_rate_distortion(
+        model, "mnist", budgets=[2], num_samples=2, seeds=[0], batch_size=2, num_inference_steps=2,
+        guidance_scale=1.5, adaptive_guidance=False,
+    )  # fmt: skip
+    assert report["per_budget"][0]["psnr"] == pytest.approx(direct["per_budget"][0]["psnr"], abs=1e-6)
+
+    argv = [*base, "--guidance-scale", "1.25", "--adaptive-guidance", "--output-dir", str(tmp_path / "flags")]
+    assert cli.main(argv) == 0
+    report = json.loads((tmp_path / "flags" / "rate_distortion.json").read_text())
+    assert (report["num_inference_steps"], report["guidance_scale"], report["adaptive_guidance"]) == (2, 1.25, True)
+    assert report["sampling_source"] == {
+        "num_inference_steps": "pipeline",
+        "guidance_scale": "--guidance-scale",
+        "adaptive_guidance": "--[no-]adaptive-guidance",
+    }

@@ -104,3 +104,28 @@ def test_report_and_command_on_a_saved_text_pipeline(tmp_path, class_pipe, class
     assert [row["budget"] for row in report["per_budget"]] == [1, 4]
     assert all(0.0 <= row["class_accuracy"] <= 1.0 for row in report["per_budget"])
     assert (tmp_path / "eval" / "generation_accuracy.png").stat().st_size > 0
+
+
+def test_command_samples_with_the_pipeline_stored_defaults(tmp_path, class_pipe):
+    text_encoder, tokenizer = tiny_text_encoder()
+    stored = dict(prior_guidance_scale=2.0, decoder_guidance_scale=1.5, num_inference_steps=2, adaptive_guidance=False)
+    pipe = FlexTokText2ImagePipeline.from_components(
+        tiny_prior("text"), class_pipe.flextok, text_encoder, tokenizer, **stored
+    )
+    pipe.save_pretrained(tmp_path / "pipe")
+    argv = ["evaluate-generation", "--model", str(tmp_path / "pipe"), "--dataset", "digits", "--budgets", "2"]
+    argv += ["--num-images", "1", "--decoder-guidance-scale", "1.0", "--output-dir", str(tmp_path / "eval")]
+    assert cli.main(argv) == 0
+    report = json.load(open(tmp_path / "eval" / "generation_accuracy.json"))
+    assert report["sampling"] == {**stored, "decoder_guidance_scale": 1.0}
+    assert report["sampling_source"] == {
+        "prior_guidance_scale": "pipeline",
+        "decoder_guidance_scale": "--decoder-guidance-scale",
+        "num_inference_steps": "pipeline",
+        "adaptive_guidance": "pipeline",
+    }
+    markdown = open(tmp_path / "eval" / "generation_accuracy.md").read()
+    assert (
+        "prior_guidance_scale=2.0, decoder_guidance_scale=1.0, num_inference_steps=2, adaptive_guidance=False"
+        in markdown
+    )

@@ -7,7 +7,7 @@ import torch
 from transformers import pipeline
 
 import flextok_hf  # noqa: F401  (registers the task)
-from flextok_hf import FlexTokImageProcessor
+from flextok_hf import FlexTokImageProcessor, FlexTokModel
 from flextok_test_utils import tiny_model
 
 
@@ -72,3 +72,105 @@ def test_bad_inputs(tokenizer, tmp_path):
         tokenizer(str(broken))
     with pytest.raises(TypeError, match="images"):
         tokenizer(torch.zeros(2, dtype=torch.complex64))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Where the task's model comes from (see flextok_hf.loading)
+# --------------------------------------------------------------------------------------------------------------------
+def _expected_ids(model, image, num_tokens=None):
+    """The model's ids for `image` preprocessed as its config says (no preprocessor_config.json involved)."""
+    pixel_values = FlexTokImageProcessor.from_model_config(model.config)(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        return model.tokenize(pixel_values)[0][:num_tokens].tolist()
+
+
+def test_no_model_is_the_shipped_default():
+    from flextok_hf import FlexTokPipeline
+    from flextok_hf.pretrained import pretrained_path
+
+    task = pipeline("flextok-tokenize")
+    shipped = FlexTokPipeline.from_pretrained(pretrained_path("tokenizer"))
+    state, expected = task.model.state_dict(), shipped.flextok.state_dict()
+    assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected)
+    assert task.image_processor.crop_size["height"] == shipped.flextok.config.image_size
+    image = _image(4)
+    out = task(image, num_tokens=4)
+    assert out["token_ids"] == shipped.tokenize(image, num_tokens=4)[0].tolist()
+
+
+@pytest.fixture(scope="module")
+def saved_sources(tmp_path_factory):
+    """One tiny model saved as a bare model folder (no preprocessor_config.json), a FlexTokPipeline folder and a
+    class-to-image pipeline folder (its `flextok` part is the model)."""
+    from flextok_hf import FlexTokARConfig, FlexTokARForCausalLM, FlexTokClassToImagePipeline, FlexTokPipeline
+
+    root = tmp_path_factory.mktemp("sources")
+    model = tiny_model(seed=3)
+    model.save_pretrained(root / "model")
+    FlexTokPipeline.from_flextok(model).save_pretrained(root / "pipeline")
+    torch.manual_seed(0)
+    prior_config = FlexTokARConfig.from_preset(
+        "tiny", codebook_size=model.config.codebook_size, max_num_tokens=8, num_classes=2, tie_word_embeddings=True
+    )
+    prior = FlexTokARForCausalLM(prior_config).eval()
+    FlexTokClassToImagePipeline.from_components(prior, model).save_pretrained(root / "class2image")
+    assert not (root / "model" / "preprocessor_config.json").exists()
+    return model, {name: root / name for name in ("model", "pipeline", "class2image")}
+
+
+@pytest.mark.parametrize("kind", ["model", "pipeline", "class2image"])
+def test_model_and_pipeline_folders(saved_sources, kind):
+    model, folders = saved_sources
+    task = pipeline("flextok-tokenize", model=str(folders[kind]))
+    assert task.image_processor.crop_size["height"] == model.config.image_size  # built from the model config
+    image = _image(5)
+    assert task(image, num_tokens=6)["token_ids"] == _expected_ids(model, image, 6)
+
+
+def test_hub_ids_of_model_and_pipeline_folders(saved_sources, fake_hub):
+    from huggingface_hub import HfApi
+
+    model, folders = saved_sources
+    api, image = HfApi(), _image(6)
+    for kind, folder in folders.items():
+        repo_id = f"fake-user/tokenize-task-{kind}"
+        api.create_repo(repo_id, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder))
+        task = pipeline("flextok-tokenize", model=repo_id)
+        assert task(image)["token_ids"] == _expected_ids(model, image), kind
+        # Offline, what was downloaded loads from the cache; what was not is reported as such.
+        cached = FlexTokModel.from_pretrained(repo_id, local_files_only=True)
+        assert _expected_ids(cached, image) == _expected_ids(model, image), kind
+    with pytest.raises(OSError, match="could not be downloaded from the Hub"):
+        FlexTokModel.from_pretrained("fake-user/tokenize-task-never-downloaded", local_files_only=True)
+
+
+def test_a_saved_preprocessor_config_is_preferred(model_dir):
+    saved = FlexTokImageProcessor.from_pretrained(model_dir)
+    saved.resample = 0  # NEAREST instead of the default bicubic: visible only if the saved file is used
+    saved.save_pretrained(model_dir / "nearest")
+    tokenizer = pipeline("flextok-tokenize", model=str(model_dir), device="cpu")
+    assert tokenizer.image_processor.resample != 0
+    import shutil
+
+    shutil.copyfile(model_dir / "nearest" / "preprocessor_config.json", model_dir / "preprocessor_config.json")
+    try:
+        assert pipeline("flextok-tokenize", model=str(model_dir)).image_processor.resample == 0
+    finally:
+        FlexTokImageProcessor.from_model_config(tiny_model().config).save_pretrained(model_dir)
+
+
+def test_other_tasks_config_resolution_is_unchanged(model_dir, tmp_path):
+    """`pipeline()`'s AutoConfig resolves FlexTok sources for "flextok-tokenize" only; other calls are AutoConfig's."""
+    import json
+
+    import transformers.pipelines as pipelines_module
+    from transformers import AutoConfig, BertConfig
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+    resolver = pipelines_module.AutoConfig
+    assert isinstance(resolver.from_pretrained(str(tmp_path), _from_pipeline="feature-extraction"), BertConfig)
+    assert resolver.register == AutoConfig.register
+    with pytest.raises(ValueError, match="not a FlexTok model"):
+        resolver.from_pretrained(str(tmp_path), _from_pipeline="flextok-tokenize")
+    assert resolver.from_pretrained(str(model_dir), _from_pipeline="flextok-tokenize").model_type == "flextok"

@@ -57,6 +57,19 @@ def test_tokenizer_reconstructions_are_recognisable_and_improve_with_tokens(toke
     assert mse_full < 0.85 * mse_first, (mse_full, mse_first)
 
 
+def test_shipped_decoder_reads_its_tokens(tokenizer):
+    """The token-reliance diagnostic: with the images' own registers the RF loss is far below the loss with another
+    image's registers (a decoder that ignores its tokens shows no gap: tests/test_training_recipe.py)."""
+    from flextok_hf.diagnostics import token_reliance
+
+    data = load_image_dataset("mnist", "test").select(range(16))
+    pixels = tokenizer.preprocess(list(data["image"])).float()
+    report = token_reliance(tokenizer.flextok, pixel_values=pixels)
+    assert report["gap"] > GAP_THRESHOLD, report
+    for losses in report["per_sigma"].values():
+        assert losses["true"] < losses["shuffled"]
+
+
 def test_text2image_generates_the_requested_size_and_budget():
     pipe = load_default_text2image_pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -73,12 +86,19 @@ def test_text2image_generates_the_requested_size_and_budget():
 
 
 def test_showcase_command_writes_both_grids(tmp_path, capsys):
-    argv = ["showcase", "--out", str(tmp_path), "--prompts", "a giraffe", "--num-images", "2"]
+    argv = ["showcase", "--out", str(tmp_path), "--prompts", "a giraffe", "--num-images", "2", "--scale", "3"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "reconstructions.png" in printed and "generations.png" in printed
-    size = FlexTokPipeline.from_pretrained(pretrained_path("tokenizer")).flextok.config.image_size
+    config = FlexTokPipeline.from_pretrained(pretrained_path("tokenizer")).flextok.config
+    cell = 3 * config.image_size  # upscaled 3x (nearest)
+    num_columns = 1 + len(FlexTokPipeline.from_pretrained(pretrained_path("tokenizer")).default_budgets())
     with PIL.Image.open(tmp_path / "generations.png") as grid:
-        assert grid.size == (2 * size, size)
+        # a label column on the left and a label row on top, then one row per prompt of 2 cells
+        assert 2 * cell < grid.size[0] < 2 * cell + 400 and cell < grid.size[1] < cell + 60
     with PIL.Image.open(tmp_path / "reconstructions.png") as grid:
-        assert grid.size[0] > 2 * size and grid.size[1] == 4 * size  # 4 bundled images, original + budgets
+        assert num_columns * cell < grid.size[0] < num_columns * cell + 400
+        assert 4 * cell < grid.size[1] < 4 * cell + 80  # 4 bundled images
+        pixels = grid.convert("L")
+        # the label strips hold dark text on white; the cells are mostly dark (MNIST-style images)
+        assert min(pixels.crop((0, 0, grid.size[0], 20)).getdata()) < 100

@@ -1,7 +1,6 @@
 """flextok_hf: FlexTok (arXiv 2502.13967) as a Hugging Face-native package."""
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM
-from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_flextok import FlexTokConfig
 from .configuration_flextok_ar import FLEXTOK_AR_PRESETS, FlexTokARConfig
@@ -10,7 +9,7 @@ from .modeling_flextok import FlexTokEncoderOutput, FlexTokModel, FlexTokOutput
 from .modeling_flextok_ar import FlexTokARForCausalLM
 from .pipeline_flextok import FlexTokCoarseToFineOutput, FlexTokPipeline, FlexTokPipelineOutput
 from .pipeline_flextok_text2image import FlexTokClassToImagePipeline, FlexTokText2ImagePipeline
-from .pipeline_tokenize import FlexTokTokenizePipeline
+from .pipeline_tokenize import FlexTokTokenizePipeline, register_tokenize_task
 from .scheduling_flextok import FlexTokFlowScheduler
 
 __version__ = "0.1.0"
@@ -20,9 +19,7 @@ AutoModel.register(FlexTokConfig, FlexTokModel, exist_ok=True)
 AutoImageProcessor.register(FlexTokConfig, image_processor_classes={"pil": FlexTokImageProcessor}, exist_ok=True)
 AutoConfig.register(FlexTokARConfig.model_type, FlexTokARConfig, exist_ok=True)
 AutoModelForCausalLM.register(FlexTokARConfig, FlexTokARForCausalLM, exist_ok=True)
-PIPELINE_REGISTRY.register_pipeline(
-    "flextok-tokenize", pipeline_class=FlexTokTokenizePipeline, pt_model=FlexTokModel, type="image"
-)
+register_tokenize_task(FlexTokModel)  # the "flextok-tokenize" task (see pipeline_tokenize.py)
 
 __all__ = [
     "FlexTokConfig",

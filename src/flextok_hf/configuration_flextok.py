@@ -57,6 +57,10 @@ class FlexTokConfig(PreTrainedConfig):
         head_adaln (`bool`): whether the decoder's final head is adaLN-modulated by the time embedding.
         layer_norm_eps (`float`): epsilon of the parameter-free LayerNorms (pre-norm, QK-norm, heads).
         logit_normal_mean / logit_normal_std (`float`): sigma ~ sigmoid(N(mean, std)) in training.
+        uniform_sigma_fraction (`float`): share of training samples whose sigma is drawn from U(0, 1) instead (0 = the
+            paper's logit-normal only).
+        normalize_registers (`bool`): parameter-free LayerNorm of the decoder's register tokens after the code
+            projection (opt-in; off in the paper).
         repa_* : optional REPA alignment of an intermediate decoder layer (off by default).
         initializer_range (`float`): std of the trunc-normal init of registers, mask token and null condition.
 
@@ -97,6 +101,8 @@ class FlexTokConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     logit_normal_mean: float = 0.0
     logit_normal_std: float = 1.0
+    uniform_sigma_fraction: float = 0.0
+    normalize_registers: bool = False
     repa_layer: int | None = None
     repa_loss_weight: float = 0.5
     repa_feature_dim: int | None = None
@@ -136,6 +142,10 @@ class FlexTokConfig(PreTrainedConfig):
         _check_type("vae_config", self.vae_config, dict, allow_none=True)
         _check_type("vae_sample_posterior", self.vae_sample_posterior, bool)
         _check_type("head_adaln", self.head_adaln, bool)
+        _check_type("normalize_registers", self.normalize_registers, bool)
+        _check_type("uniform_sigma_fraction", self.uniform_sigma_fraction, (int, float))
+        if not 0.0 <= self.uniform_sigma_fraction <= 1.0:
+            raise ValueError(f"`uniform_sigma_fraction` must be in [0, 1], got {self.uniform_sigma_fraction}.")
         for side in ("encoder", "decoder"):
             width, head_dim = getattr(self, f"{side}_hidden_size"), getattr(self, f"{side}_head_dim")
             if width % head_dim != 0:

@@ -6,7 +6,13 @@ every `_target_` anywhere in the tree must be in `ALLOWED_TARGETS`, and nothing 
 imported or instantiated. Each module's settings are checked against what `FlexTokModel` implements; settings that
 change the numerics and are not supported are refused by name, never silently ignored.
 
-Usage: `flextok-hf convert-official SRC.safetensors OUT_DIR [--vae-config JSON] [--vae DIR_OR_ID]`.
+Where the Hydra config lives: in the safetensors metadata (what the official `save_safetensors` writes), or, for
+uploads made with `PyTorchModelHubMixin` (`FlexTokFromHub`), in the repo's `config.json` next to a `model.safetensors`
+whose metadata holds only `{"format": "pt"}`. Both are read the same way and pass the same checks.
+
+Usage: `flextok-hf convert-official SRC OUT_DIR [--vae-config JSON] [--vae DIR_OR_ID]`, or load an official checkpoint
+directly — `FlexTokModel.from_pretrained(SRC)`, `FlexTokPipeline.from_pretrained(SRC)`, `pipeline("flextok-tokenize",
+model=SRC)` convert it in memory (see `flextok_hf.loading`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .configuration_flextok import FlexTokConfig
 
@@ -77,6 +83,12 @@ NO_OP_SETTINGS = frozenset(
 )
 
 TOP_LEVEL_KEYS = ("_target_", "vae", "encoder", "decoder", "regularizer", "flow_matching_noise_module", "pipeline")
+WRAPPER_TARGETS = ("flextok.flextok_wrapper.FlexTok", "flextok.flextok_wrapper.FlexTokFromHub")
+# Metadata entries that safetensors writers add on their own (`safetensors.torch.save_file`, transformers): not config.
+WRITER_METADATA_KEYS = frozenset({"format"})
+# A file next to an official checkpoint giving its VAE's diffusers `AutoencoderKL` config (plain, or the fixture's
+# wrapper with `resolved_autoencoderkl_config`): the Hydra config cannot hold the VAE's shape.
+VAE_CONFIG_FILE = "vae_config.json"
 
 
 class OfficialCheckpointError(ValueError):
@@ -119,32 +131,99 @@ def check_targets(node, path: str = "config") -> None:
             check_targets(value, f"{path}[{index}]")
 
 
-def read_official_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """Load tensors and the parsed, allowlist-checked Hydra config of an official safetensors checkpoint."""
-    with safe_open(path, framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        if not metadata:
+def is_official_config(data) -> bool:
+    """Whether a `config.json` dict (or safetensors metadata) is an official Hydra config: it names `_target_`s, at
+    the top level or in a top-level entry (possibly `str()`-serialized, as in the metadata). A FlexTok config
+    (`model_type`) never does. Detection only: `parse_official_config` and `check_official_config` decide whether
+    it can be converted."""
+    if not isinstance(data, dict) or "model_type" in data:
+        return False
+    if "_target_" in data:
+        return True
+    return any(
+        (isinstance(value, dict) and "_target_" in value) or (isinstance(value, str) and "'_target_'" in value)
+        for value in data.values()
+    )
+
+
+def parse_official_config(data: dict) -> dict:
+    """An official Hydra config from a `config.json` (already JSON data; entries that are `str()`-serialized dicts,
+    as in the metadata, are parsed as literals). A missing top-level `_target_` means the Hub wrapper
+    `FlexTokFromHub`, whose `PyTorchModelHubMixin` writes the sub-configs only."""
+    if not isinstance(data, dict):
+        raise OfficialCheckpointError(f"The official config must be a JSON object, got {type(data).__name__}.")
+    parsed = parse_official_metadata({k: v for k, v in data.items() if isinstance(v, str)})
+    parsed.update({k: v for k, v in data.items() if not isinstance(v, str)})
+    parsed.setdefault("_target_", "flextok.flextok_wrapper.FlexTokFromHub")
+    return parsed
+
+
+def check_official_config(config: dict) -> dict:
+    """The allowlist and layout checks every official config passes before any of it is interpreted."""
+    check_targets(config)
+    missing = [key for key in TOP_LEVEL_KEYS if key not in config]
+    unknown = [key for key in config if key not in TOP_LEVEL_KEYS]
+    if missing or unknown:
+        raise OfficialCheckpointError(
+            f"Unexpected top-level metadata: missing {missing}, unknown {unknown}; expected exactly {TOP_LEVEL_KEYS}."
+        )
+    if config["_target_"] not in WRAPPER_TARGETS:
+        raise OfficialCheckpointError(f"Top-level `_target_` must be the FlexTok wrapper, got {config['_target_']!r}.")
+    for key in TOP_LEVEL_KEYS[1:]:
+        if not isinstance(config[key], dict):
+            raise OfficialCheckpointError(f"`{key}` must be a dict, got {type(config[key]).__name__}.")
+    return config
+
+
+def _open_checkpoint(path: str):
+    """`safe_open`, with unreadable files reported as `OfficialCheckpointError` naming the file and the fix."""
+    try:
+        return safe_open(path, framework="pt")
+    except (SafetensorError, OSError) as error:
+        reason = " ".join(str(error).split())
+        raise OfficialCheckpointError(
+            f"Cannot read {path!r} as a safetensors checkpoint ({reason}): the file is truncated (an interrupted "
+            "download?) or not safetensors (pickled `.bin`/`.pt` files are never loaded); download it again."
+        ) from None
+
+
+def _checkpoint_config(handle, path: str, config: dict | None) -> dict:
+    metadata = {k: v for k, v in (handle.metadata() or {}).items() if k not in WRITER_METADATA_KEYS}
+    if metadata:
+        return check_official_config(parse_official_metadata(metadata))
+    if config is not None:
+        return check_official_config(parse_official_config(config))
+    raise OfficialCheckpointError(
+        f"{path} has no config in its metadata and no official config.json was found next to it; an official "
+        "FlexTok checkpoint stores its Hydra config in one of the two."
+    )
+
+
+def _clean_key(key: str) -> str:
+    # Activation-checkpointing / FSDP wrappers may leave their own segment in parameter names.
+    return key.replace("._checkpoint_wrapped_module", "").replace("_fsdp_wrapped_module.", "")
+
+
+def read_official_config(path: str, config: dict | None = None) -> tuple[dict, list[str]]:
+    """The parsed, allowlist-checked Hydra config and the tensor names of an official checkpoint, from its header
+    only. `config` (a `config.json` dict) is used when the file's metadata holds no config."""
+    with _open_checkpoint(path) as handle:
+        return _checkpoint_config(handle, path, config), [_clean_key(key) for key in handle.keys()]
+
+
+def read_official_checkpoint(path: str, config: dict | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load tensors and the parsed, allowlist-checked Hydra config of an official safetensors checkpoint. `config` (a
+    `config.json` dict) is used when the file's metadata holds no config."""
+    with _open_checkpoint(path) as handle:
+        official = _checkpoint_config(handle, path, config)
+        try:
+            tensors = {_clean_key(key): handle.get_tensor(key) for key in handle.keys()}
+        except SafetensorError as error:
             raise OfficialCheckpointError(
-                f"{path} has no metadata; an official FlexTok checkpoint stores its config there."
-            )
-        config = parse_official_metadata(metadata)
-        check_targets(config)
-        missing = [key for key in TOP_LEVEL_KEYS if key not in config]
-        unknown = [key for key in config if key not in TOP_LEVEL_KEYS]
-        if missing or unknown:
-            raise OfficialCheckpointError(
-                f"Unexpected top-level metadata: missing {missing}, unknown {unknown}; expected exactly {TOP_LEVEL_KEYS}."
-            )
-        if config["_target_"] not in ("flextok.flextok_wrapper.FlexTok", "flextok.flextok_wrapper.FlexTokFromHub"):
-            raise OfficialCheckpointError(
-                f"Top-level `_target_` must be the FlexTok wrapper, got {config['_target_']!r}."
-            )
-        # Activation-checkpointing / FSDP wrappers may leave their own segment in parameter names.
-        tensors = {
-            key.replace("._checkpoint_wrapped_module", "").replace("_fsdp_wrapped_module.", ""): handle.get_tensor(key)
-            for key in handle.keys()
-        }
-    return tensors, config
+                f"Cannot read the tensors of {path!r} ({' '.join(str(error).split())}): the file is truncated or "
+                "corrupt; download it again."
+            ) from None
+    return tensors, official
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -676,61 +755,113 @@ def load_vae_config(path_or_dict) -> dict:
     return data
 
 
-def _resolve_source(src: str) -> str:
-    if os.path.isfile(src):
-        return src
-    if os.path.isdir(src):
-        path = os.path.join(src, "model.safetensors")
-        if os.path.isfile(path):
-            return path
-        raise FileNotFoundError(f"No model.safetensors in directory {src!r}.")
+@dataclass
+class OfficialSource:
+    """Where an official checkpoint's pieces are, locally: the safetensors file, the `config.json` dict of its folder
+    (when the folder has an official one) and a `vae_config.json` next to it (when present)."""
+
+    checkpoint_file: str
+    config: dict | None = None
+    vae_config_file: str | None = None
+
+
+def _resolve_source(src) -> OfficialSource:
+    """A checkpoint file, or a folder / Hub id holding an official checkpoint (see `flextok_hf.loading`)."""
+    from .loading import resolve_flextok_source
+
+    source = resolve_flextok_source(src)
+    if source.kind != "official":
+        raise OfficialCheckpointError(
+            f"{os.fspath(src)!r} holds a flextok_hf {source.kind}, not an official checkpoint: there is nothing to "
+            "convert; load it with `from_pretrained`."
+        )
+    return source.official
+
+
+def _vae_config_from_hub(repo_id: str, latent_channels: int) -> dict:
+    """The `AutoencoderKL` config of the VAE repo the metadata names (`vae.hf_hub_path`); config only, the weights
+    come from the checkpoint. Falls back to the released shape (with a warning) when the repo cannot be read."""
     from huggingface_hub import hf_hub_download
 
-    return hf_hub_download(src, "model.safetensors")
+    try:
+        with open(hf_hub_download(repo_id, "config.json"), encoding="utf-8") as handle:
+            return load_vae_config(json.load(handle))
+    except Exception as error:  # any failure falls back to the documented default shape
+        logger.warning(
+            "Could not read the VAE config of %r named by the checkpoint (%s); assuming the released SDXL-like shape. "
+            "Pass `vae_config` if the VAE differs.",
+            repo_id,
+            " ".join(str(error).split())[:200],
+        )
+        return FlexTokConfig.released_vae_config(latent_channels)
 
 
-def convert_official_checkpoint(
-    src: str,
-    output_dir: str | None = None,
-    vae_config=None,
-    vae: str | None = None,
-    image_size: int | None = None,
-    dtype: torch.dtype = torch.float32,
-):
-    """Official checkpoint (file, folder or Hub id) -> `FlexTokModel`; saved with `save_pretrained` if `output_dir`.
-
-    The VAE comes from the checkpoint's `vae.vae.*` tensors (shape from `vae_config`, default: the released SDXL-like
-    shape), or from a diffusers `AutoencoderKL` folder / Hub id given as `vae`.
-    """
-    from diffusers import AutoencoderKL
-
-    from .modeling_flextok import FlexTokModel
-
-    tensors, official = read_official_checkpoint(_resolve_source(src))
-    has_vae_tensors = any(key.startswith("vae.vae.") for key in tensors)
-    external_vae = None
+def _vae_setup(official: dict, has_vae_tensors: bool, vae_config, vae) -> tuple[dict, str | None]:
+    """The VAE's `AutoencoderKL` config and the external VAE to load (`vae`), checked against the checkpoint."""
     if vae is not None:
         if has_vae_tensors:
             raise OfficialCheckpointError("The checkpoint has its own VAE tensors; do not also pass `vae`.")
-        external_vae = AutoencoderKL.from_pretrained(vae, use_safetensors=True)
-        vae_cfg = dict(external_vae.config)
-    elif has_vae_tensors:
-        latent_channels = int(official["vae"].get("latent_channels", 4))
-        vae_cfg = (
-            load_vae_config(vae_config)
-            if vae_config is not None
-            else FlexTokConfig.released_vae_config(latent_channels)
-        )
-    else:
+        from diffusers import AutoencoderKL
+
+        return dict(AutoencoderKL.load_config(vae)), vae
+    if not has_vae_tensors:
         hub = official["vae"].get("hf_hub_path")
         raise OfficialCheckpointError(
             "The checkpoint has no VAE tensors; pass `vae` (a diffusers AutoencoderKL folder or Hub id"
             + (f", e.g. {hub!r} from the metadata" if hub else "")
             + ")."
         )
+    latent_channels = int(official["vae"].get("latent_channels", 4))
+    if vae_config is not None:
+        return load_vae_config(vae_config), None
+    if official["vae"].get("hf_hub_path"):
+        return _vae_config_from_hub(official["vae"]["hf_hub_path"], latent_channels), None
+    return FlexTokConfig.released_vae_config(latent_channels), None
+
+
+def official_checkpoint_config(
+    src, vae_config=None, vae: str | None = None, image_size: int | None = None
+) -> FlexTokConfig:
+    """The `FlexTokConfig` an official checkpoint converts to, read from its header (no tensors are loaded)."""
+    source = src if isinstance(src, OfficialSource) else _resolve_source(src)
+    official, keys = read_official_config(source.checkpoint_file, source.config)
+    has_vae_tensors = any(key.startswith("vae.vae.") for key in keys)
+    if vae_config is None and vae is None:
+        vae_config = source.vae_config_file
+    vae_cfg, _ = _vae_setup(official, has_vae_tensors, vae_config, vae)
+    return official_config_to_flextok(official, vae_cfg, image_size=image_size)[0]
+
+
+def convert_official_checkpoint(
+    src,
+    output_dir: str | None = None,
+    vae_config=None,
+    vae: str | None = None,
+    image_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+):
+    """Official checkpoint -> `FlexTokModel`; saved with `save_pretrained` if `output_dir`.
+
+    `src` is the safetensors file, a folder holding it (with the Hydra config in its metadata, or in the folder's
+    `config.json`), a Hub id of such a folder, or an `OfficialSource`. The VAE comes from the checkpoint's `vae.vae.*`
+    tensors, shaped by `vae_config` (default: the folder's `vae_config.json`, else the config of the VAE repo the
+    metadata names in `hf_hub_path`, else the released SDXL-like shape), or from a diffusers `AutoencoderKL` folder /
+    Hub id given as `vae`.
+    """
+    from diffusers import AutoencoderKL
+
+    from .modeling_flextok import FlexTokModel
+
+    source = src if isinstance(src, OfficialSource) else _resolve_source(src)
+    tensors, official = read_official_checkpoint(source.checkpoint_file, source.config)
+    has_vae_tensors = any(key.startswith("vae.vae.") for key in tensors)
+    if vae_config is None and vae is None:
+        vae_config = source.vae_config_file
+    vae_cfg, vae_source = _vae_setup(official, has_vae_tensors, vae_config, vae)
     config, roles = official_config_to_flextok(official, vae_cfg, image_size=image_size)
     state_dict = convert_official_state_dict(tensors, roles, config, dtype=dtype)
-    if external_vae is not None:
+    if vae_source is not None:
+        external_vae = AutoencoderKL.from_pretrained(vae_source, use_safetensors=True)
         state_dict.update({f"vae.{k}": v.to(dtype) for k, v in external_vae.state_dict().items()})
     model = FlexTokModel(config)
     expected = model.state_dict()
@@ -740,7 +871,11 @@ def convert_official_checkpoint(
         if key in expected and expected[key].shape != value.shape
     ]
     if shape_errors:
-        hint = " (pass the VAE's shape with `vae_config`)" if any(k.startswith("vae.") for k in shape_errors) else ""
+        hint = (
+            f" (pass the VAE's shape with `vae_config`, or put it in a {VAE_CONFIG_FILE} next to the checkpoint)"
+            if any(k.startswith("vae.") for k in shape_errors)
+            else ""
+        )
         raise OfficialCheckpointError("Shape mismatch" + hint + ": " + "; ".join(shape_errors[:5]))
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:

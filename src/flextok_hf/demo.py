@@ -1,8 +1,11 @@
 """Interactive Gradio demo of FlexTok (also the app of the Hugging Face Space).
 
-- Tab "Tokenize": an image -> its ordered 1D token ids, coarse-to-fine reconstructions at budgets 1, 2, 4, ..., K,
-  the reconstruction at one chosen budget, and a plot of PSNR against the (resized) input per budget.
-- Tab "Generate" (when a text- or class-to-image pipeline is given): prompt / class -> images from k prior tokens.
+- Tab "Tokenize": an image -> its ordered 1D token ids, coarse-to-fine reconstructions at budgets 1, 2, 4, ..., K
+  (the gallery fills budget by budget as they are decoded), the reconstruction at one budget k, and a plot of PSNR
+  against the (resized) input per budget. k is either set with the slider or, in "auto" mode, the smallest budget whose
+  reconstruction reaches a minimum PSNR (the rule of `num_tokens="auto"`), shown above the reconstruction.
+- Tab "Generate" (when a text- or class-to-image pipeline is given): prompt / class -> images from k prior tokens,
+  with previews decoded while the prior samples (at 1, 2, 4, ... tokens) that sharpen into the final images.
 
 `build_demo(...)` returns the `gr.Blocks`; `launch_demo(demo, ...)` serves it with the theme, CSS and upload limits.
 Handlers are plain sync functions (run by gradio's worker threads). Every concurrent worker gets its own view of the
@@ -28,6 +31,8 @@ import torch
 DEFAULT_MAX_IMAGE_PIXELS = 2048 * 2048
 DEFAULT_MAX_FILE_SIZE = "10mb"
 DEFAULT_PROMPTS = ("handwritten digit seven", "a giraffe", "an elephant", "handwritten digit three")
+BUDGET_MODES = ("fixed k", "auto")
+DEFAULT_TARGET_PSNR = 20.0
 MAX_SEED = 2**63 - 1
 MAX_UPSCALE_FACTOR = 16  # uploads above 16 x `max_image_pixels` are refused rather than decoded
 # Tiny model outputs (16-64 px) are shown enlarged with crisp pixels.
@@ -247,14 +252,54 @@ class TokenizeHandlers:
         seed = _as_int("seed", 0 if seed is None else seed, 0, MAX_SEED)
         return image, k, steps, scale, torch.Generator().manual_seed(seed)
 
-    def tokenize(self, image, num_tokens, num_inference_steps, guidance_scale, seed):
-        """-> (coarse-to-fine gallery, reconstruction at `num_tokens`, PSNR plot, token info)."""
+    def tokenize(
+        self,
+        image,
+        num_tokens,
+        num_inference_steps,
+        guidance_scale,
+        seed,
+        budget_mode="fixed k",
+        target=DEFAULT_TARGET_PSNR,
+    ):
+        """-> (coarse-to-fine gallery, reconstruction at k, PSNR plot, token info, k): the last `tokenize_stream`
+        item."""
+        *_, last = self.tokenize_stream(
+            image, num_tokens, num_inference_steps, guidance_scale, seed, budget_mode, target
+        )
+        return last
+
+    def tokenize_stream(
+        self,
+        image,
+        num_tokens,
+        num_inference_steps,
+        guidance_scale,
+        seed,
+        budget_mode="fixed k",
+        target=DEFAULT_TARGET_PSNR,
+    ):
+        """The Tokenize tab's handler. Yields `(gallery, reconstruction, plot, info, k)` after each budget is decoded
+        (ascending): the gallery and the PSNR plot so far; the reconstruction at the budget k and k itself once that
+        budget is decoded (`gr.skip()` before); the token info at the end (`gr.skip()` before).
+
+        With `budget_mode="auto"`, k is the smallest budget whose PSNR reaches `target` dB (the largest budget if none
+        does) — the rule of `FlexTokPipeline(num_tokens="auto")` with its search at full steps — and the k slider
+        moves to it."""
+        from .adaptive_budget import meets_target
         from .metrics.functional import psnr
 
         image, k, steps, scale, generator = self._inputs(image, num_tokens, num_inference_steps, guidance_scale, seed)
-        budgets = sorted(set(self.budgets) | {k})
+        if budget_mode not in BUDGET_MODES:
+            raise gr.Error(f"`budget_mode` must be one of {list(BUDGET_MODES)}, got {budget_mode!r}.")
+        auto = budget_mode == "auto"
+        target = _as_float("target", DEFAULT_TARGET_PSNR if target is None else target, 0.5, 100.0) if auto else None
+        budgets = list(self.budgets) if auto else sorted(set(self.budgets) | {k})
+        chosen, recon = (None if auto else k), gr.skip()
+        gallery, by_budget = [], {}
         with self.pool.get() as pipe, _user_errors():
-            result = pipe.coarse_to_fine(
+            reference = ((pipe.preprocess(image).float().cpu() + 1) / 2).clamp(0, 1)
+            stream = pipe.stream_coarse_to_fine(
                 image,
                 budgets=budgets,
                 num_inference_steps=steps,
@@ -262,21 +307,35 @@ class TokenizeHandlers:
                 generator=generator,
                 output_type="np",
             )
-            reference = ((pipe.preprocess(image).float().cpu() + 1) / 2).clamp(0, 1)
-        reconstructions = np.asarray(result.images[0])  # [J, H, W, 3] in [0, 1]
-        predicted = torch.from_numpy(reconstructions).permute(0, 3, 1, 2).float()
-        psnr_db = psnr(predicted, reference.expand_as(predicted), data_range=1.0).tolist()
-        by_budget = dict(zip(budgets, psnr_db))
-        gallery = [
-            (_to_pil(reconstructions[budgets.index(b)]), f"k={b} · {by_budget[b]:.1f} dB") for b in self.budgets
-        ]
+            for step in stream:
+                budget, array = step.num_tokens, np.asarray(step.images[0])  # [H, W, 3] in [0, 1]
+                predicted = torch.from_numpy(array).permute(2, 0, 1)[None].float()
+                by_budget[budget] = float(psnr(predicted, reference, data_range=1.0)[0])
+                value = torch.tensor(by_budget[budget], dtype=torch.float64)
+                reached = auto and bool(meets_target(value, target, "psnr"))
+                if chosen is None and (reached or step.is_final):
+                    chosen = budget  # the first budget reaching the target, else the largest
+                if budget == chosen:
+                    recon = _to_pil(array)
+                if budget in self.budgets:
+                    caption = f"k={budget} · {by_budget[budget]:.1f} dB"
+                    if auto and budget == chosen:
+                        caption += " · auto k" if reached else " · auto k (target not reached)"
+                    gallery.append((_to_pil(array), caption))
+                info = self._info(step.token_ids[0], chosen, by_budget, target) if step.is_final else gr.skip()
+                yield list(gallery), recon, psnr_table(by_budget), info, gr.skip() if chosen is None else chosen
+
+    @staticmethod
+    def _info(token_ids: torch.Tensor, k: int, psnr_by_budget: dict[int, float], target: float | None) -> dict:
         info = {
-            "token_ids": result.token_ids[0].tolist(),
+            "token_ids": token_ids.tolist(),
             "num_tokens": k,
-            "selected_token_ids": result.token_ids[0][:k].tolist(),
-            "psnr_db": {str(b): round(value, 3) for b, value in by_budget.items()},
+            "selected_token_ids": token_ids[:k].tolist(),
+            "psnr_db": {str(b): round(value, 3) for b, value in psnr_by_budget.items()},
         }
-        return gallery, _to_pil(reconstructions[budgets.index(k)]), psnr_table(by_budget), info
+        if target is not None:
+            info.update(budget_mode="auto", target_psnr_db=target, target_met=bool(psnr_by_budget[k] >= target))
+        return info
 
     def reconstruct(self, image, num_tokens, num_inference_steps, guidance_scale, seed):
         """-> the reconstruction from the first `num_tokens` tokens (same noise as in `tokenize` for the same seed)."""
@@ -327,6 +386,21 @@ class GenerateHandlers:
             return int(text)
         raise gr.Error(f"Unknown class {condition!r}; choose one of {list(self.class_ids)}.")
 
+    def _sampling(self, condition, num_tokens, prior_guidance_scale, decoder_guidance_scale, num_images, steps, seed):
+        """Checked handler inputs -> (condition, k, pipeline keyword arguments)."""
+        condition = self._condition(condition)
+        k = _as_int("num_tokens", num_tokens, 1, self.max_tokens)
+        count = _as_int("num_images", num_images, 1, self.max_images)
+        sampling = dict(
+            num_tokens=k,
+            prior_guidance_scale=_as_float("prior_guidance_scale", prior_guidance_scale, 0.0, 100.0),
+            decoder_guidance_scale=_as_float("decoder_guidance_scale", decoder_guidance_scale, 1.0, 100.0),
+            num_inference_steps=_as_int("num_inference_steps", steps, 1, 1000),
+            generator=torch.Generator().manual_seed(_as_int("seed", 0 if seed is None else seed, 0, MAX_SEED)),
+        )
+        sampling["num_images_per_prompt" if self.is_text else "num_images_per_label"] = count
+        return condition, k, sampling
+
     def generate(
         self,
         condition,
@@ -338,27 +412,41 @@ class GenerateHandlers:
         seed,
     ):
         """-> (gallery of generated images, their token ids)."""
-        condition = self._condition(condition)
-        k = _as_int("num_tokens", num_tokens, 1, self.max_tokens)
-        prior_scale = _as_float("prior_guidance_scale", prior_guidance_scale, 0.0, 100.0)
-        decoder_scale = _as_float("decoder_guidance_scale", decoder_guidance_scale, 1.0, 100.0)
-        count = _as_int("num_images", num_images, 1, self.max_images)
-        steps = _as_int("num_inference_steps", num_inference_steps, 1, 1000)
-        generator = torch.Generator().manual_seed(_as_int("seed", 0 if seed is None else seed, 0, MAX_SEED))
-        sampling = dict(
-            num_tokens=k,
-            prior_guidance_scale=prior_scale,
-            decoder_guidance_scale=decoder_scale,
-            num_inference_steps=steps,
-            generator=generator,
+        condition, k, sampling = self._sampling(
+            condition, num_tokens, prior_guidance_scale, decoder_guidance_scale, num_images, num_inference_steps, seed
         )
         with self.pool.get() as pipe, _user_errors():
-            if self.is_text:
-                output = pipe(condition, num_images_per_prompt=count, **sampling)
-            else:
-                output = pipe(condition, num_images_per_label=count, **sampling)
+            output = pipe(condition, **sampling)
         gallery = [(image, f"#{index} · {_tokens_caption(k)}") for index, image in enumerate(output.images)]
         return gallery, {"token_ids": [ids.tolist() for ids in output.token_ids]}
+
+    def generate_stream(
+        self,
+        condition,
+        num_tokens,
+        prior_guidance_scale,
+        decoder_guidance_scale,
+        num_images,
+        num_inference_steps,
+        seed,
+        previews=True,
+    ):
+        """The Generate tab's handler: with `previews`, yields (gallery of previews, `gr.skip()`) each time the prior
+        has sampled 1, 2, 4, ... tokens (one cheap decoder step each, from the final images' noise), then (final
+        gallery, token ids) — the same images as `generate` for the same seed."""
+        arguments = (condition, num_tokens, prior_guidance_scale, decoder_guidance_scale, num_images)
+        if not previews:
+            yield self.generate(*arguments, num_inference_steps, seed)
+            return
+        condition, k, sampling = self._sampling(*arguments, num_inference_steps, seed)
+        with self.pool.get() as pipe, _user_errors():
+            for step in pipe(condition, stream=True, **sampling):
+                if not step.is_final:
+                    caption = f"{_tokens_caption(step.num_tokens)} of {k} · preview"
+                    yield [(image, f"#{i} · {caption}") for i, image in enumerate(step.images)], gr.skip()
+                    continue
+                gallery = [(image, f"#{i} · {_tokens_caption(k)}") for i, image in enumerate(step.images)]
+                yield gallery, {"token_ids": [ids.tolist() for ids in step.token_ids]}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -427,6 +515,22 @@ def build_demo(
                         label="Number of tokens k",
                         elem_id="tok-budget",
                     )
+                    with gr.Row():
+                        mode = gr.Radio(
+                            list(BUDGET_MODES),
+                            value=BUDGET_MODES[0],
+                            label="Budget",
+                            info="auto: the smallest k whose reconstruction reaches the PSNR target",
+                            elem_id="tok-mode",
+                        )
+                        target = gr.Slider(
+                            5.0,
+                            50.0,
+                            value=DEFAULT_TARGET_PSNR,
+                            step=0.5,
+                            label="Auto: minimum PSNR (dB)",
+                            elem_id="tok-target",
+                        )
                     with gr.Accordion("Decoder settings", open=False):
                         steps = gr.Slider(
                             1, 50, value=config.num_inference_steps, step=1, label="Decoder steps", elem_id="tok-steps"
@@ -470,10 +574,10 @@ def build_demo(
             with gr.Accordion("Token ids and PSNR", open=False):
                 ids = gr.JSON(label="Token ids", elem_id="tok-ids")
             inputs = [image, budget, steps, guidance, seed]
-            run.click(
-                tok.tokenize,
-                inputs,
-                [gallery, recon, plot, ids],
+            run.click(  # a generator: the gallery and the plot fill budget by budget
+                tok.tokenize_stream,
+                [*inputs, mode, target],
+                [gallery, recon, plot, ids, budget],  # auto mode moves the k slider to the chosen k
                 api_name="tokenize",
                 concurrency_id="tokenize",
             )
@@ -527,6 +631,11 @@ def _generate_tab(gen: GenerateHandlers, pipeline, prompt_examples) -> None:
                     elem_id="gen-decoder-guidance",
                 )
                 count = gr.Slider(1, gen.max_images, value=4, step=1, label="Number of images", elem_id="gen-count")
+                previews = gr.Checkbox(
+                    value=True,
+                    label="Show previews while the prior samples (at 1, 2, 4, ... tokens)",
+                    elem_id="gen-previews",
+                )
                 with gr.Accordion("Decoder settings", open=False):
                     steps = gr.Slider(
                         1, 50, value=config.num_inference_steps, step=1, label="Decoder steps", elem_id="gen-steps"
@@ -541,9 +650,9 @@ def _generate_tab(gen: GenerateHandlers, pipeline, prompt_examples) -> None:
                     ids = gr.JSON(label="Token ids", elem_id="gen-ids")
         if gen.is_text:
             gr.Examples([[p] for p in (prompt_examples or DEFAULT_PROMPTS)], inputs=[condition], cache_examples=False)
-        run.click(
-            gen.generate,
-            [condition, tokens, prior_guidance, decoder_guidance, count, steps, seed],
+        run.click(  # a generator: previews sharpen into the final images
+            gen.generate_stream,
+            [condition, tokens, prior_guidance, decoder_guidance, count, steps, seed, previews],
             [gallery, ids],
             api_name="generate",
             concurrency_id="generate",

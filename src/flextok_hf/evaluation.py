@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .diagnostics import token_reliance
 from .metrics.functional import FeatureStatistics, frechet_distance, mae, psnr, ssim
 
 logger = logging.getLogger(__name__)
@@ -308,7 +309,18 @@ def evaluate_rate_distortion(
         "classifier": getattr(classifier, "feature_network_name", None) if targets is not None else None,
         "original_accuracy": original_accuracy,
         "per_budget": accumulator.summary(real_features, fd_key),
+        "token_reliance": _token_reliance_summary(model, pixel_values[:batch_size], seeds[0]),
         "runtime_seconds": time.perf_counter() - start_time,
+    }
+
+
+def _token_reliance_summary(model, pixel_values: torch.Tensor, seed: int) -> dict:
+    """The diagnostic of `flextok_hf.diagnostics.token_reliance` on (up to one batch of) the evaluated images."""
+    report = token_reliance(model, pixel_values=pixel_values.to(model.device), seed=seed)
+    return {
+        "gap": report["gap"],
+        "num_images": report["num_images"],
+        "per_sigma": {str(s): v for s, v in report["per_sigma"].items()},
     }
 
 
@@ -446,6 +458,17 @@ def format_markdown(results: dict) -> str:
             f"- Linear probe: logistic regression on the FSQ codes of the first k tokens (zero-padded to K), "
             f"{probe['num_train']} train / {probe['num_test']} test images; majority baseline "
             f"{probe['majority_baseline']:.3f}."
+        )
+    reliance = results.get("token_reliance")
+    if reliance:
+        per_sigma = "; ".join(
+            f"sigma {sigma}: {values['true']:.4f} / {values['shuffled']:.4f} / {values['null']:.4f}"
+            for sigma, values in reliance["per_sigma"].items()
+        )
+        lines.append(
+            f"- Token reliance (does the decoder read its tokens?): relative RF-loss gap {reliance['gap']:.3f} between "
+            f"shuffled and true registers (0 = ignored), on {reliance['num_images']} images; RF loss true / shuffled / "
+            f"null: {per_sigma}."
         )
     lines += ["", header, rule]
     for row in results["per_budget"]:

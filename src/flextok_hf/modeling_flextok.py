@@ -158,8 +158,11 @@ class FlexTokDecoder(nn.Module):
     def embed_registers(
         self, quants: torch.Tensor, keep_k: torch.Tensor, null_condition_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        """Codes `[B, K, d]` -> register tokens `[B, K, D]`: Linear, + posemb, slots >= k <- mask token, then null."""
+        """Codes `[B, K, d]` -> register tokens `[B, K, D]`: Linear (+ LayerNorm if `normalize_registers`), + posemb,
+        slots >= k <- mask token, then null."""
         registers = self.from_codes(quants.to(self.from_codes.weight.dtype))
+        if self.config.normalize_registers:
+            registers = fp32_layer_norm(registers, self.config.layer_norm_eps)
         if self.register_posemb is not None:
             registers = registers + self.register_posemb
         slots = torch.arange(registers.shape[1], device=registers.device)
@@ -287,6 +290,16 @@ class FlexTokModel(FlexTokPreTrainedModel):
             else None
         )
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus: the `flextok` part of a saved pipeline folder, and official
+        apple/ml-flextok checkpoints (folder, `.safetensors` file or Hub id), converted in memory with the allowlisted
+        converter (`vae_config=` / `vae=` as in `convert_official_checkpoint`). A `config.json` that is neither a
+        FlexTok config nor an official one is refused. See `flextok_hf.loading`."""
+        from .loading import load_flextok_model
+
+        return load_flextok_model(super().from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs)
 
     # ---------------------------------------------------------------------------------------------------------------
     # Input checks
@@ -519,6 +532,32 @@ class FlexTokModel(FlexTokPreTrainedModel):
     # ---------------------------------------------------------------------------------------------------------------
     # Training objective
     # ---------------------------------------------------------------------------------------------------------------
+    def sample_sigmas(self, batch_size: int, generator: torch.Generator | None = None) -> torch.FloatTensor:
+        """Training noise levels `[B]`: sigmoid(N(logit_normal_mean, logit_normal_std)); with
+        `uniform_sigma_fraction` > 0, that share of the samples (a Bernoulli draw each) takes sigma ~ U(0, 1) instead."""
+        config = self.config
+        gen_device = generator.device if generator is not None else self.device
+        normal = torch.randn(batch_size, generator=generator, device=gen_device)
+        sigmas = torch.sigmoid(normal * config.logit_normal_std + config.logit_normal_mean)
+        if config.uniform_sigma_fraction > 0:
+            uniform = torch.rand(batch_size, generator=generator, device=gen_device)
+            use_uniform = (
+                torch.rand(batch_size, generator=generator, device=gen_device) < config.uniform_sigma_fraction
+            )
+            sigmas = torch.where(use_uniform, uniform, sigmas)
+        return sigmas.to(self.device)
+
+    def sample_null_condition_mask(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> torch.BoolTensor:
+        """`[B]` True where a training sample's registers are replaced by the null condition (in training mode, with
+        probability `null_condition_dropout_prob`; never in eval mode)."""
+        if not (self.training and self.config.null_condition_dropout_prob > 0):
+            return torch.zeros(batch_size, dtype=torch.bool, device=self.device)
+        gen_device = generator.device if generator is not None else self.device
+        uniform = torch.rand(batch_size, generator=generator, device=gen_device)
+        return (uniform < self.config.null_condition_dropout_prob).to(self.device)
+
     def sample_keep_k(self, batch_size: int, generator: torch.Generator | None = None) -> torch.LongTensor:
         """Nested-dropout budgets `[B]` drawn by `config.nested_dropout_mode`."""
         num_registers, mode = self.config.num_registers, self.config.nested_dropout_mode
@@ -562,23 +601,17 @@ class FlexTokModel(FlexTokPreTrainedModel):
         encoded = self.encode(pixel_values=pixel_values, latents=latents)
         x0 = encoded.latents
         batch, device = x0.shape[0], x0.device
-        gen_device = generator.device if generator is not None else device
         if noise is None:
             noise = randn_tensor(x0.shape, generator=generator, device=device, dtype=torch.float32)
         if sigmas is None:
-            normal = torch.randn(batch, generator=generator, device=gen_device).to(device)
-            sigmas = torch.sigmoid(normal * self.config.logit_normal_std + self.config.logit_normal_mean)
+            sigmas = self.sample_sigmas(batch, generator)
         if keep_k is None:
             if self.training:
                 keep_k = self.sample_keep_k(batch, generator)
             else:
                 keep_k = torch.full((batch,), self.config.num_registers, device=device, dtype=torch.long)
         if null_condition_mask is None:
-            if self.training and self.config.null_condition_dropout_prob > 0:
-                uniform = torch.rand(batch, generator=generator, device=gen_device).to(device)
-                null_condition_mask = uniform < self.config.null_condition_dropout_prob
-            else:
-                null_condition_mask = torch.zeros(batch, dtype=torch.bool, device=device)
+            null_condition_mask = self.sample_null_condition_mask(batch, generator)
         noise, sigmas = noise.to(device, torch.float32), sigmas.to(device, torch.float32)
         keep_k, null_condition_mask = keep_k.to(device).long(), null_condition_mask.to(device).bool()
 

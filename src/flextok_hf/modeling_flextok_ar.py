@@ -479,6 +479,7 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
         logits_processor: LogitsProcessorList | Sequence | None = None,
         negative_text_hidden_states: torch.Tensor | None = None,
         negative_text_attention_mask: torch.Tensor | None = None,
+        streamer=None,
     ) -> torch.LongTensor:
         """Samples `num_tokens` FlexTok ids per condition with `generate()`.
 
@@ -492,6 +493,8 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
             logits_processor: extra processors, applied after guidance on the B guided rows.
             negative_text_hidden_states (`[B, L', C]`) + negative_text_attention_mask (`[B, L']`): text priors only;
                 a negative prompt that replaces the learned null condition as the unconditional branch of guidance.
+            streamer: a transformers `BaseStreamer`; `generate()` passes it the prefix, then each step's new ids `[B]`
+                (e.g. `flextok_hf.streaming.PreviewStreamer` for previews while sampling).
 
         Dropout layers follow the module mode, as in `generate()`: call `model.eval()` before sampling.
 
@@ -552,6 +555,7 @@ class FlexTokARForCausalLM(PreTrainedModel, GenerationMixin):
                 num_beams=1,
                 num_return_sequences=1,
                 use_cache=use_cache,
+                streamer=streamer,
             )
         return sequences[:, self.config.num_condition_tokens :]
 

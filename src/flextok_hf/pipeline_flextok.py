@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +14,15 @@ from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 
+from . import adaptive_budget
+from .adaptive_budget import (
+    AUTO,
+    FlexTokAutoBudgetOutput,
+    candidate_budgets,
+    check_auto_arguments,
+    check_quality_metric,
+    check_quality_target,
+)
 from .image_processing_flextok import FlexTokImageProcessor
 from .modeling_flextok import FlexTokModel
 from .scheduling_flextok import FlexTokFlowScheduler
@@ -40,10 +49,17 @@ class FlexTokPipelineOutput(BaseOutput):
             `[B, 3, H, W]` in [0, 1] (`"pt"`), the decoder's unclamped output `[B, 3, H, W]` in about [-1, 1]
             (`"raw"`) or the final latents `[B, C, h, w]` (`"latent"`).
         token_ids: the ids each image was decoded from (one 1D `LongTensor` per image, of its budget's length).
+        num_tokens: the budget of each image (with `num_tokens="auto"`: the chosen one).
+        quality: with `num_tokens="auto"`, the quality metric of each returned reconstruction (e.g. PSNR in dB).
+        target_met: with `num_tokens="auto"`, whether each image met its quality target (False: it got the largest
+            allowed budget without reaching it).
     """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     token_ids: list[torch.LongTensor]
+    num_tokens: list[int] | None = None
+    quality: list[float] | None = None
+    target_met: list[bool] | None = None
 
 
 @dataclass
@@ -62,25 +78,48 @@ class FlexTokCoarseToFineOutput(BaseOutput):
     token_ids: list[torch.LongTensor]
 
 
+@dataclass
+class FlexTokStreamOutput(BaseOutput):
+    """One step of a streamed output ([`FlexTokPipeline.stream_coarse_to_fine`], the generation pipelines' `stream`).
+
+    Args:
+        images: the reconstructions (or previews) of all images from their first `num_tokens` ids (format by
+            `output_type`, as in [`FlexTokPipelineOutput`]).
+        token_ids: the ids each image was decoded from (length `num_tokens`).
+        num_tokens: the budget of this step.
+        is_final: True for the last step (for generation: the final images, equal to the non-streamed ones).
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    token_ids: list[torch.LongTensor]
+    num_tokens: int
+    is_final: bool
+
+
 def local_pipeline_folder(pretrained_model_name_or_path: str | os.PathLike, kwargs: dict) -> str:
     """The path itself if it is a folder, else a `snapshot_download` of the Hub repo (configs and safetensors only).
 
     Pops the Hub-only arguments (`revision`, `token`) from `kwargs`; diffusers cannot resolve components from a pip
     package given a Hub id, so pipelines download first and load from the local snapshot.
     """
-    path = str(pretrained_model_name_or_path)
+    path = os.path.expanduser(os.fspath(pretrained_model_name_or_path))
     if os.path.isdir(path):
         return path
     from huggingface_hub import snapshot_download
 
-    return snapshot_download(
-        path,
-        revision=kwargs.pop("revision", None),
-        token=kwargs.pop("token", None),
-        cache_dir=kwargs.get("cache_dir"),
-        local_files_only=kwargs.get("local_files_only", False),
-        allow_patterns=PIPELINE_FILE_PATTERNS,
-    )
+    from .loading import hub_errors, looks_like_local_path
+
+    if looks_like_local_path(path):
+        raise FileNotFoundError(f"No such folder: {path!r}. Pass an existing pipeline folder or a Hub id.")
+    with hub_errors(path):
+        return snapshot_download(
+            path,
+            revision=kwargs.pop("revision", None),
+            token=kwargs.pop("token", None),
+            cache_dir=kwargs.get("cache_dir"),
+            local_files_only=kwargs.get("local_files_only", False),
+            allow_patterns=PIPELINE_FILE_PATTERNS,
+        )
 
 
 def _check_int(name: str, value, low: int, high: int | None = None):
@@ -124,22 +163,33 @@ class FlexTokPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Load a saved pipeline — or a bare `FlexTokModel` folder, wrapped with a default scheduler — from a local
-        folder or a Hub id (downloaded with `snapshot_download` first: diffusers cannot resolve components from a pip
-        package on its own). Weights are read from safetensors only."""
+        """Load a saved pipeline from a local folder or a Hub id (downloaded with `snapshot_download` first: diffusers
+        cannot resolve components from a pip package on its own). Also accepts what `FlexTokModel.from_pretrained`
+        accepts — a bare `FlexTokModel` folder, or an official apple/ml-flextok checkpoint (folder, `.safetensors`
+        file or Hub id; converted in memory) — wrapped with a default scheduler; `FlexTokPipeline` also takes the
+        tokenizer part of a saved text-/class-to-image pipeline. Weights are read from safetensors only."""
+        from .loading import hub_kwargs, load_official_model, resolve_flextok_source
+
+        source = resolve_flextok_source(pretrained_model_name_or_path, **hub_kwargs(kwargs))
+        if source.kind != "pipeline":
+            dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", None))
+            sampling = {k: kwargs[k] for k in cls._sampling_keys() if k in kwargs}
+            if source.kind == "official":
+                model = load_official_model(
+                    source, dtype=dtype, vae_config=kwargs.get("vae_config"), vae=kwargs.get("vae")
+                )
+            else:
+                model = FlexTokModel.from_pretrained(
+                    os.fspath(pretrained_model_name_or_path), dtype=dtype, use_safetensors=True, **hub_kwargs(kwargs)
+                )
+            return cls.from_flextok(model.eval(), **sampling)
         path = local_pipeline_folder(pretrained_model_name_or_path, kwargs)
         index_file = os.path.join(path, "model_index.json")
-        if cls is FlexTokPipeline and os.path.isfile(index_file):
+        if cls is FlexTokPipeline:
             with open(index_file, encoding="utf-8") as handle:
                 index = json.load(handle)
             if index.get("_class_name") != cls.__name__ and "flextok" in index:
                 return cls._from_generation_pipeline(path, index, **kwargs)
-        if not os.path.isfile(index_file):
-            if not os.path.isfile(os.path.join(path, "config.json")):
-                raise ValueError(f"{path!r} holds neither a FlexTokPipeline (model_index.json) nor a FlexTokModel.")
-            dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", None))
-            model = FlexTokModel.from_pretrained(path, dtype=dtype, use_safetensors=True)
-            return cls.from_flextok(model.eval(), **{k: kwargs[k] for k in cls._sampling_keys() if k in kwargs})
         kwargs.setdefault("use_safetensors", True)
         return super().from_pretrained(path, **kwargs)
 
@@ -179,8 +229,42 @@ class FlexTokPipeline(DiffusionPipeline):
         return pixel_values.to(self._execution_device, self.flextok.dtype)
 
     @torch.no_grad()
-    def tokenize(self, images, num_tokens=None, generator: torch.Generator | None = None) -> list[torch.LongTensor]:
-        """Images -> one 1D id tensor per image, truncated to `num_tokens` (an int or one int per image)."""
+    def tokenize(
+        self,
+        images,
+        num_tokens: int | list[int] | str | None = None,
+        generator: torch.Generator | None = None,
+        quality_target: float | list[float] | None = None,
+        quality_metric: str | None = None,
+        min_tokens: int | None = None,
+        max_tokens: int | None = None,
+        num_inference_steps: int | None = None,
+        search_num_inference_steps: int | None = None,
+        guidance_scale: float | Callable | None = None,
+        adaptive_guidance: bool | None = None,
+        feature_network: torch.nn.Module | None = None,
+    ) -> list[torch.LongTensor]:
+        """Images -> one 1D id tensor per image, truncated to `num_tokens`: an int, one int per image, or `"auto"`.
+
+        With `num_tokens="auto"` each image keeps the smallest budget whose reconstruction meets `quality_target`
+        (see [`~FlexTokPipeline.choose_num_tokens`], which takes the remaining arguments; `generator` then seeds
+        the decoder noise of that search). Otherwise `generator` is only used by VAEs that sample their posterior.
+        """
+        auto = dict(
+            quality_target=quality_target,
+            quality_metric=quality_metric,
+            min_tokens=min_tokens,
+            max_tokens=max_tokens,
+            num_inference_steps=num_inference_steps,
+            search_num_inference_steps=search_num_inference_steps,
+            guidance_scale=guidance_scale,
+            adaptive_guidance=adaptive_guidance,
+            feature_network=feature_network,
+        )
+        check_auto_arguments(num_tokens, **auto)
+        if num_tokens == AUTO:
+            result = self.choose_num_tokens(images, generator=generator, **auto)
+            return [ids[:k] for ids, k in zip(result.token_ids, result.num_tokens)]
         pixel_values = self.preprocess(images)
         token_ids = self.flextok.tokenize(pixel_values, generator=generator)
         budgets = self._budgets(num_tokens, len(token_ids))
@@ -220,6 +304,84 @@ class FlexTokPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         return images
 
+    @torch.no_grad()
+    def choose_num_tokens(
+        self,
+        image=None,
+        quality_target: float | list[float] | None = None,
+        quality_metric: str | None = None,
+        min_tokens: int | None = None,
+        max_tokens: int | None = None,
+        num_inference_steps: int | None = None,
+        search_num_inference_steps: int | None = None,
+        guidance_scale: float | Callable | None = None,
+        adaptive_guidance: bool | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        feature_network: torch.nn.Module | None = None,
+        pixel_values: torch.Tensor | None = None,
+    ) -> FlexTokAutoBudgetOutput:
+        r"""
+        Per image, the smallest token budget whose reconstruction meets a quality target (`num_tokens="auto"`).
+
+        Tokenizes once, decodes the candidate budgets (1, 2, 4, ..., K within `[min_tokens, max_tokens]`) of all
+        images in one mixed-budget batch with `search_num_inference_steps` Euler steps, then decodes each image at
+        full `num_inference_steps` from its pick, moving up a candidate while that reconstruction misses the target.
+        Every decode of an image starts from the same noise. The algorithm is described in
+        `flextok_hf.adaptive_budget`.
+
+        Args:
+            image: one image or a list (or pass processed `pixel_values` `[N, 3, S, S]` in [-1, 1] instead).
+            quality_target: a number or one per image: a minimum PSNR in dB in (0, 100] for `quality_metric="psnr"`
+                (the default), a maximum cosine feature distance in [0, 2] for `"feature_distance"`.
+            min_tokens, max_tokens: bounds of the budget (default 1 and K); an image that cannot meet its target
+                gets `max_tokens` and `target_met=False`.
+            num_inference_steps, guidance_scale, adaptive_guidance: decoder sampling (None = the pipeline's config).
+            search_num_inference_steps: Euler steps of the search, in [1, num_inference_steps] (default
+                `max(1, num_inference_steps // 10)`); equal to `num_inference_steps` gives the exact smallest
+                sufficient budget without verification decodes.
+            generator / latents: the decoder noise (one draw per image, as in `__call__`).
+            feature_network: for `"feature_distance"`: images `[B, 3, H, W]` in [-1, 1] -> features `[B, D]`
+                (default: the classifier shipped with the package).
+
+        Returns:
+            [`~flextok_hf.adaptive_budget.FlexTokAutoBudgetOutput`] (chosen `num_tokens`, `quality`, `target_met`,
+            the full `token_ids`, the final `latents` and `images`, the `search_quality` matrix).
+        """
+        if (image is None) == (pixel_values is None):
+            raise ValueError("Pass exactly one of `image` or `pixel_values`.")
+        if pixel_values is None:
+            pixel_values = self.preprocess(image)
+        else:
+            pixel_values = self.flextok._check_pixel_values(pixel_values)
+            pixel_values = pixel_values.to(self._execution_device, self.flextok.dtype)
+        token_ids = self.flextok.tokenize(pixel_values)
+        quality_metric = check_quality_metric("psnr" if quality_metric is None else quality_metric)
+        targets = check_quality_target(quality_target, quality_metric, len(token_ids))
+        budgets = candidate_budgets(self.flextok.config.num_registers, min_tokens, max_tokens)
+        config = self.config
+        steps = config.num_inference_steps if num_inference_steps is None else num_inference_steps
+        _check_int("num_inference_steps", steps, 1)
+        if search_num_inference_steps is not None:
+            _check_int("search_num_inference_steps", search_num_inference_steps, 1, steps)
+        noise = self.flextok.prepare_noise(len(token_ids), generator, latents)
+        result = adaptive_budget.choose_num_tokens(
+            self,
+            pixel_values,
+            token_ids,
+            noise,
+            targets,
+            quality_metric,
+            budgets,
+            num_inference_steps=steps,
+            search_num_inference_steps=search_num_inference_steps,
+            guidance_scale=config.guidance_scale if guidance_scale is None else guidance_scale,
+            adaptive_guidance=config.adaptive_guidance if adaptive_guidance is None else adaptive_guidance,
+            feature_network=feature_network,
+        )
+        self.maybe_free_model_hooks()
+        return result
+
     def postprocess(self, latents: torch.Tensor, output_type: str = "pil"):
         if output_type == "latent":
             return latents
@@ -245,13 +407,22 @@ class FlexTokPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        quality_target: float | list[float] | None = None,
+        quality_metric: str | None = None,
+        min_tokens: int | None = None,
+        max_tokens: int | None = None,
+        search_num_inference_steps: int | None = None,
+        feature_network: torch.nn.Module | None = None,
     ) -> FlexTokPipelineOutput | tuple:
         r"""
         Reconstruct images from their first `num_tokens` FlexTok tokens.
 
         Args:
             image: one image or a list (PIL, numpy, torch or file paths; any size and mode).
-            num_tokens: token budget — None (all K), an int in [1, K], or a list with one int per image.
+            num_tokens: token budget — None (all K), an int in [1, K], a list with one int per image, or `"auto"`:
+                per image the smallest budget whose reconstruction meets `quality_target` (with `quality_metric`,
+                `min_tokens`, `max_tokens`, `search_num_inference_steps`, `feature_network`; see
+                [`~FlexTokPipeline.choose_num_tokens`]); the output then also holds `quality` and `target_met`.
             num_inference_steps, guidance_scale, adaptive_guidance: decoder sampling (None = the pipeline's config).
             generator: `torch.Generator` (or one per image) for the initial noise; `latents` gives the noise itself.
             output_type: `"pil"`, `"np"`, `"pt"`, `"raw"` (unclamped decoder output) or `"latent"`.
@@ -263,6 +434,38 @@ class FlexTokPipeline(DiffusionPipeline):
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        auto = dict(
+            quality_target=quality_target,
+            quality_metric=quality_metric,
+            min_tokens=min_tokens,
+            max_tokens=max_tokens,
+            search_num_inference_steps=search_num_inference_steps,
+            feature_network=feature_network,
+        )
+        check_auto_arguments(num_tokens, **auto)
+        if num_tokens == AUTO:
+            if callback_on_step_end is not None:
+                raise ValueError("`callback_on_step_end` does not apply with `num_tokens='auto'`.")
+            result = self.choose_num_tokens(
+                image,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                adaptive_guidance=adaptive_guidance,
+                generator=generator,
+                latents=latents,
+                **auto,
+            )
+            images = self.postprocess(result.latents, output_type)
+            token_ids = [ids[:k] for ids, k in zip(result.token_ids, result.num_tokens)]
+            if not return_dict:
+                return images, token_ids
+            return FlexTokPipelineOutput(
+                images=images,
+                token_ids=token_ids,
+                num_tokens=result.num_tokens,
+                quality=result.quality,
+                target_met=result.target_met,
+            )
         token_ids = self.tokenize(image, num_tokens=num_tokens, generator=None)
         images = self.detokenize(
             token_ids,
@@ -277,7 +480,7 @@ class FlexTokPipeline(DiffusionPipeline):
         )
         if not return_dict:
             return images, token_ids
-        return FlexTokPipelineOutput(images=images, token_ids=token_ids)
+        return FlexTokPipelineOutput(images=images, token_ids=token_ids, num_tokens=[len(ids) for ids in token_ids])
 
     @torch.no_grad()
     def coarse_to_fine(
@@ -289,18 +492,16 @@ class FlexTokPipeline(DiffusionPipeline):
         adaptive_guidance: bool | None = None,
         generator: torch.Generator | None = None,
         output_type: str = "pil",
-    ) -> FlexTokCoarseToFineOutput:
+        stream: bool = False,
+    ) -> FlexTokCoarseToFineOutput | Iterator[FlexTokStreamOutput]:
         """One reconstruction per budget (default 1, 2, 4, ..., K) for each image, all in one batch, every budget of
-        an image starting from the same noise."""
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-        token_ids = self.tokenize(image)
-        budgets = list(budgets) if budgets is not None else self.default_budgets()
-        if len(budgets) == 0:
-            raise ValueError("`budgets` must contain at least one token budget.")
-        for index, k in enumerate(budgets):
-            _check_int(f"budgets[{index}]", k, 1, self.flextok.config.num_registers)
-        noise = self.flextok.prepare_noise(len(token_ids), generator)
+        an image starting from the same noise. With `stream=True`, returns [`~FlexTokPipeline.stream_coarse_to_fine`]
+        (a generator yielding each budget as soon as it is decoded) instead."""
+        if stream:
+            return self.stream_coarse_to_fine(
+                image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator, output_type
+            )
+        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type)
         batch_ids = [ids[:k] for ids in token_ids for k in budgets]
         batch_noise = noise.repeat_interleave(len(budgets), dim=0)
         images = self.detokenize(
@@ -317,6 +518,56 @@ class FlexTokPipeline(DiffusionPipeline):
         else:
             grouped = images.reshape(len(token_ids), num_budgets, *images.shape[1:])
         return FlexTokCoarseToFineOutput(images=grouped, budgets=budgets, token_ids=token_ids)
+
+    def stream_coarse_to_fine(
+        self,
+        image,
+        budgets: list[int] | tuple[int, ...] | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | Callable | None = None,
+        adaptive_guidance: bool | None = None,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+    ) -> Iterator[FlexTokStreamOutput]:
+        """[`~FlexTokPipeline.coarse_to_fine`] as a generator: the images are tokenized once, then each budget (in
+        the order given) is decoded as one batch and yielded right away as a [`FlexTokStreamOutput`] (its `images`
+        are those of every input image at that budget). Same noise per image as `coarse_to_fine`, so the streamed
+        reconstructions equal the non-streamed ones (up to float rounding of the different batch layout). The inputs
+        are checked and tokenized when this is called; decoding happens while iterating."""
+        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type)
+        return self._stream_budgets(
+            token_ids, budgets, noise, num_inference_steps, guidance_scale, adaptive_guidance, output_type
+        )
+
+    @torch.no_grad()
+    def _stream_budgets(
+        self, token_ids, budgets, noise, num_inference_steps, guidance_scale, adaptive_guidance, output_type
+    ) -> Iterator[FlexTokStreamOutput]:
+        for index, k in enumerate(budgets):
+            prefixes = [ids[:k] for ids in token_ids]
+            images = self.detokenize(
+                prefixes,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                adaptive_guidance=adaptive_guidance,
+                latents=noise,
+                output_type=output_type,
+            )
+            yield FlexTokStreamOutput(
+                images=images, token_ids=prefixes, num_tokens=k, is_final=index == len(budgets) - 1
+            )
+
+    def _coarse_to_fine_inputs(self, image, budgets, generator, output_type):
+        """-> (all K ids per image, checked budgets, one initial noise per image)."""
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        token_ids = self.tokenize(image)
+        budgets = list(budgets) if budgets is not None else self.default_budgets()
+        if len(budgets) == 0:
+            raise ValueError("`budgets` must contain at least one token budget.")
+        for index, k in enumerate(budgets):
+            _check_int(f"budgets[{index}]", k, 1, self.flextok.config.num_registers)
+        return token_ids, budgets, self.flextok.prepare_noise(len(token_ids), generator)
 
     # ---------------------------------------------------------------------------------------------------------------
     # Helpers
@@ -368,4 +619,4 @@ class FlexTokPipeline(DiffusionPipeline):
         return step_callback
 
 
-__all__ = ["FlexTokPipeline", "FlexTokPipelineOutput", "FlexTokCoarseToFineOutput"]
+__all__ = ["FlexTokPipeline", "FlexTokPipelineOutput", "FlexTokCoarseToFineOutput", "FlexTokStreamOutput"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from diffusers import DiffusionPipeline
@@ -29,10 +29,12 @@ from .pipeline_flextok import (
     OUTPUT_TYPES,
     FlexTokPipeline,
     FlexTokPipelineOutput,
+    FlexTokStreamOutput,
     _check_int,
     local_pipeline_folder,
 )
 from .scheduling_flextok import FlexTokFlowScheduler
+from .streaming import preview_budgets, stream_prior
 from .text_encoders import (
     REFERENCE_FILE,
     load_default_text_encoder,
@@ -132,6 +134,52 @@ class _FlexTokPriorPipeline(FlexTokPipeline):
         if not return_dict:
             return images, token_ids
         return FlexTokPipelineOutput(images=images, token_ids=token_ids)
+
+    def _sample_and_decode(
+        self, prior_kwargs: dict, batch_size: int, decoding: dict, return_dict: bool, stream: bool, preview: dict
+    ):
+        """Steps 3-4 of both pipelines: the prior samples k ids per image, the decoder renders them; with `stream`, a
+        generator of [`FlexTokStreamOutput`]s instead (see `_stream`)."""
+        if stream:
+            _check_int("preview_num_inference_steps", preview["num_inference_steps"], 1)
+            scale = preview["guidance_scale"]
+            if isinstance(scale, bool) or not (callable(scale) or isinstance(scale, (int, float))):
+                raise TypeError(f"`preview_guidance_scale` must be a number or a callable of t, got {scale!r}.")
+            return self._stream(prior_kwargs, batch_size, decoding, preview)
+        token_ids = self.prior.generate_image_tokens(**prior_kwargs)
+        images = self.detokenize(token_ids, **decoding)
+        return self._output(images, token_ids, return_dict)
+
+    @torch.no_grad()
+    def _stream(
+        self, prior_kwargs: dict, batch_size: int, decoding: dict, preview: dict
+    ) -> Iterator[FlexTokStreamOutput]:
+        """Yields a preview each time the prior has sampled 1, 2, 4, ... (< k) ids, decoded from the same noise as the
+        final images with `preview["num_inference_steps"]` Euler steps and `preview["guidance_scale"]`, then the final
+        images (`is_final=True`), decoded exactly as without streaming. The prior runs in a worker thread that waits
+        while a preview is decoded and consumed (`flextok_hf.streaming`)."""
+        decoding = dict(decoding)
+        generator, latents = decoding.pop("generator"), decoding.pop("latents")
+        previews = dict(
+            decoding,
+            num_inference_steps=preview["num_inference_steps"],
+            guidance_scale=preview["guidance_scale"],
+            callback_on_step_end=None,
+        )
+        noise = None
+
+        def generate(streamer):
+            return self.prior.generate_image_tokens(**prior_kwargs, streamer=streamer)
+
+        for kind, ids in stream_prior(generate, preview_budgets(prior_kwargs["num_tokens"])):
+            if kind == "start":  # the prior has drawn its seed from `generator`: the decoder noise comes next
+                noise = self.flextok.prepare_noise(batch_size, generator, latents)
+                continue
+            final = kind == "done"
+            images = self.detokenize(ids, latents=noise, **(decoding if final else previews))
+            yield FlexTokStreamOutput(
+                images=images, token_ids=list(ids.cpu().unbind(0)), num_tokens=ids.shape[1], is_final=final
+            )
 
 
 def _check_output_type(output_type: str):
@@ -366,7 +414,10 @@ class FlexTokText2ImagePipeline(_FlexTokPriorPipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
-    ) -> FlexTokPipelineOutput | tuple:
+        stream: bool = False,
+        preview_num_inference_steps: int = 1,
+        preview_guidance_scale: float | Callable = 1.0,
+    ) -> FlexTokPipelineOutput | tuple | Iterator[FlexTokStreamOutput]:
         r"""
         Generate images from text.
 
@@ -383,11 +434,16 @@ class FlexTokText2ImagePipeline(_FlexTokPriorPipeline):
             latents: the decoder's initial noise `[N, C, h, w]`.
             output_type: `"pil"`, `"np"`, `"pt"`, `"raw"` or `"latent"`.
             callback_on_step_end: `f(pipe, step_index, timestep, callback_kwargs) -> dict`, after each decoder step.
+            stream: return a generator of [`FlexTokStreamOutput`]s instead: a preview each time the prior has sampled
+                1, 2, 4, ... (< k) ids, decoded from the final images' noise with `preview_num_inference_steps` Euler
+                steps and `preview_guidance_scale` (defaults 1 and 1: one cheap, unguided step), then the final images
+                (`is_final=True`), equal to those without streaming for the same `generator`.
 
         None means the pipeline's config for every sampling default.
 
         Returns:
-            [`FlexTokPipelineOutput`] with `images` and the generated `token_ids` (or a tuple when not `return_dict`).
+            [`FlexTokPipelineOutput`] with `images` and the generated `token_ids` (or a tuple when not `return_dict`),
+            or with `stream=True` an iterator of [`FlexTokStreamOutput`].
         """
         # 1. Check inputs and fill in the defaults
         _check_output_type(output_type)
@@ -408,8 +464,8 @@ class FlexTokText2ImagePipeline(_FlexTokPriorPipeline):
             negative_prompt_attention_mask,
         )
 
-        # 3. Prior: sample k ids per image
-        token_ids = self.prior.generate_image_tokens(
+        # 3. Prior: sample k ids per image; 4. decoder: render them (with `stream`, previews along the way)
+        prior_kwargs = dict(
             text_hidden_states=embeds,
             text_attention_mask=mask,
             negative_text_hidden_states=negative_embeds,
@@ -421,10 +477,7 @@ class FlexTokText2ImagePipeline(_FlexTokPriorPipeline):
             top_p=top_p,
             generator=self._prior_generator(generator, embeds.shape[0]),
         )
-
-        # 4. Decoder: render the ids
-        images = self.detokenize(
-            token_ids,
+        decoding = dict(
             num_inference_steps=num_inference_steps,
             guidance_scale=decoder_guidance_scale,
             adaptive_guidance=adaptive_guidance,
@@ -434,7 +487,8 @@ class FlexTokText2ImagePipeline(_FlexTokPriorPipeline):
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
-        return self._output(images, token_ids, return_dict)
+        preview = dict(num_inference_steps=preview_num_inference_steps, guidance_scale=preview_guidance_scale)
+        return self._sample_and_decode(prior_kwargs, embeds.shape[0], decoding, return_dict, stream, preview)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -553,17 +607,21 @@ class FlexTokClassToImagePipeline(_FlexTokPriorPipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
-    ) -> FlexTokPipelineOutput | tuple:
+        stream: bool = False,
+        preview_num_inference_steps: int = 1,
+        preview_guidance_scale: float | Callable = 1.0,
+    ) -> FlexTokPipelineOutput | tuple | Iterator[FlexTokStreamOutput]:
         r"""
         Generate images of classes.
 
         Args:
             class_labels: a class id or name, or a list of them (names from `id2label`, see `get_label_ids`).
             num_images_per_label: images per entry of `class_labels` (rows are ordered label by label).
-            Other arguments: as in [`FlexTokText2ImagePipeline.__call__`].
+            Other arguments: as in [`FlexTokText2ImagePipeline.__call__`] (including `stream`).
 
         Returns:
-            [`FlexTokPipelineOutput`] with `images` and the generated `token_ids` (or a tuple when not `return_dict`).
+            [`FlexTokPipelineOutput`] with `images` and the generated `token_ids` (or a tuple when not `return_dict`),
+            or with `stream=True` an iterator of [`FlexTokStreamOutput`].
         """
         # 1. Check inputs and fill in the defaults
         _check_output_type(output_type)
@@ -575,8 +633,8 @@ class FlexTokClassToImagePipeline(_FlexTokPriorPipeline):
         # 2. Class condition
         class_ids = torch.tensor(self._class_ids(class_labels)).repeat_interleave(num_images_per_label)
 
-        # 3. Prior: sample k ids per image
-        token_ids = self.prior.generate_image_tokens(
+        # 3. Prior: sample k ids per image; 4. decoder: render them (with `stream`, previews along the way)
+        prior_kwargs = dict(
             class_labels=class_ids,
             num_tokens=num_tokens,
             guidance_scale=prior_guidance_scale,
@@ -585,10 +643,7 @@ class FlexTokClassToImagePipeline(_FlexTokPriorPipeline):
             top_p=top_p,
             generator=self._prior_generator(generator, class_ids.shape[0]),
         )
-
-        # 4. Decoder: render the ids
-        images = self.detokenize(
-            token_ids,
+        decoding = dict(
             num_inference_steps=num_inference_steps,
             guidance_scale=decoder_guidance_scale,
             adaptive_guidance=adaptive_guidance,
@@ -598,7 +653,8 @@ class FlexTokClassToImagePipeline(_FlexTokPriorPipeline):
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
-        return self._output(images, token_ids, return_dict)
+        preview = dict(num_inference_steps=preview_num_inference_steps, guidance_scale=preview_guidance_scale)
+        return self._sample_and_decode(prior_kwargs, class_ids.shape[0], decoding, return_dict, stream, preview)
 
 
 __all__ = [

@@ -8,12 +8,17 @@ def register(subparsers):
         description="Reads the checkpoint's Hydra metadata as data (allowlisted `_target_`s only) and writes a "
         "FlexTokModel folder (config.json + model.safetensors) plus its image processor.",
     )
-    parser.add_argument("src", help="official model.safetensors, a folder holding it, or a Hub id (needs a network)")
+    parser.add_argument(
+        "src",
+        help="official model.safetensors, a folder holding it (config in its metadata or in the folder's config.json), "
+        "or a Hub id (needs a network)",
+    )
     parser.add_argument("output_dir", help="folder to write")
     parser.add_argument(
         "--vae-config",
-        help="JSON with the VAE's AutoencoderKL config (or the fixture-style wrapper file); default: the released "
-        "SDXL-like shape with the checkpoint's latent channels",
+        help="JSON with the VAE's AutoencoderKL config (or the fixture-style wrapper file); default: a vae_config.json "
+        "next to the checkpoint, else the config of the VAE repo named in the metadata (hf_hub_path), else the "
+        "released SDXL-like shape with the checkpoint's latent channels",
     )
     parser.add_argument("--vae", help="diffusers AutoencoderKL folder or Hub id, for checkpoints without VAE tensors")
     parser.add_argument(

@@ -29,10 +29,10 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from ..demo import build_demo, launch_demo, load_demo_pipelines
-
     if not 0 < args.port < 65536:
         raise ValueError(f"`--port` must be in [1, 65535], got {args.port}.")
+    from ..demo import build_demo, launch_demo, load_demo_pipelines
+
     tokenizer, generator = load_demo_pipelines(args.model, args.text2image, device=args.device)
     demo = build_demo(tokenizer, generator, concurrency_limit=args.concurrency)
     launch_demo(demo, host=args.host, port=args.port, share=args.share == "yes", max_file_size=args.max_file_size)

@@ -2,7 +2,9 @@
 
 Writes `rate_distortion.json`, `rate_distortion.md` and `rate_distortion.png` to `--output-dir` (see
 `flextok_hf.evaluation`). Images are preprocessed with the image processor saved in the model folder, or one built
-from the model's config.
+from the model's config. The decoder samples with the settings stored in the evaluated pipeline (`model_index.json`:
+steps, guidance scale, adaptive guidance; a bare model folder gets `FlexTokPipeline`'s defaults) unless a flag
+overrides them; the report records the values used and where each came from (`sampling_source`).
 """
 
 from __future__ import annotations
@@ -37,9 +39,18 @@ def register(subparsers):
     parser.add_argument("--num-samples", type=int, default=256, help="first N images of the split (default: 256)")
     parser.add_argument("--budgets", type=_int_list, default=None, help="e.g. 1,2,4,8 (default: 1,2,4,...,K)")
     parser.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="decoder seeds (default: 0,1,2)")
-    parser.add_argument("--num-inference-steps", type=int, default=20, help="Euler steps (default: 20)")
-    parser.add_argument("--guidance-scale", type=float, default=7.5, help="guidance scale w; 1 disables (default 7.5)")
-    parser.add_argument("--no-adaptive-guidance", action="store_true", help="plain CFG instead of APG")
+    parser.add_argument(
+        "--num-inference-steps", type=int, default=None, help="Euler steps (default: the pipeline's stored value)"
+    )
+    parser.add_argument(
+        "--guidance-scale", type=float, default=None, help="guidance scale w; 1 disables (default: the pipeline's)"
+    )
+    parser.add_argument(
+        "--adaptive-guidance",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="APG (--adaptive-guidance) or plain CFG (--no-adaptive-guidance); default: the pipeline's",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="images per decoder call (default: 64)")
     parser.add_argument("--classifier", default=None, help="FlexTokImageClassifier folder (default: the shipped one)")
     parser.add_argument("--linear-probe", action="store_true", help="add a linear probe on the FSQ codes")
@@ -51,31 +62,55 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
+SAMPLING_FLAGS = {
+    "num_inference_steps": "--num-inference-steps",
+    "guidance_scale": "--guidance-scale",
+    "adaptive_guidance": "--[no-]adaptive-guidance",
+}
+
+
 def load_model_and_processor(path: str, device=None):
-    """`FlexTokModel.from_pretrained(path)` in eval mode plus the folder's image processor (or one from its config)."""
+    """The evaluated model (eval mode), its image processor and the decoder sampling defaults stored with it.
+
+    `path` is anything `FlexTokPipeline.from_pretrained` loads (a pipeline or model folder, an official checkpoint, a
+    Hub id). The processor is the folder's `preprocessor_config.json` when it has one, else built from the model
+    config. Returns `(model, processor, defaults)` with `defaults` = the pipeline config's `num_inference_steps`,
+    `guidance_scale` and `adaptive_guidance` (for a text-/class-to-image pipeline: its decoder settings)."""
     import os
 
     import torch
 
     from ..image_processing_flextok import FlexTokImageProcessor
-    from ..modeling_flextok import FlexTokModel
+    from ..pipeline_flextok import FlexTokPipeline
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if os.path.isfile(os.path.join(path, "model_index.json")):  # a pipeline folder: its `flextok` component
-        path = os.path.join(path, "flextok")
-    model = FlexTokModel.from_pretrained(path, use_safetensors=True).to(device).eval()
-    if os.path.isfile(os.path.join(path, "preprocessor_config.json")):
-        processor = FlexTokImageProcessor.from_pretrained(path)
+    pipe = FlexTokPipeline.from_pretrained(path)
+    defaults = {key: pipe.config[key] for key in SAMPLING_FLAGS}
+    model = pipe.flextok.to(device).eval()
+    folder = os.path.join(path, "flextok") if os.path.isfile(os.path.join(path, "model_index.json")) else path
+    if os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
+        processor = FlexTokImageProcessor.from_pretrained(folder)
     else:
         processor = FlexTokImageProcessor.from_model_config(model.config)
-    return model, processor
+    return model, processor, defaults
+
+
+def resolve_sampling(args, defaults: dict) -> tuple[dict, dict]:
+    """`(settings, sources)`: each sampling setting from its flag when given, else the stored default; `sources` says
+    which (the flag, or `"pipeline"`)."""
+    settings, sources = {}, {}
+    for key, flag in SAMPLING_FLAGS.items():
+        value = getattr(args, key)
+        settings[key], sources[key] = (defaults[key], "pipeline") if value is None else (value, flag)
+    return settings, sources
 
 
 def run(args) -> int:
     from ..data import load_image_dataset
     from ..evaluation import evaluate_rate_distortion, format_markdown, linear_probe, write_report
 
-    model, processor = load_model_and_processor(args.model, args.device)
+    model, processor, defaults = load_model_and_processor(args.model, args.device)
+    sampling, sampling_source = resolve_sampling(args, defaults)
     classifier = None
     if args.classifier is not None:
         from ..metrics.classifier import FlexTokImageClassifier
@@ -94,9 +129,7 @@ def run(args) -> int:
         budgets=args.budgets,
         num_samples=args.num_samples,
         seeds=args.seeds,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        adaptive_guidance=not args.no_adaptive_guidance,
+        **sampling,
         batch_size=args.batch_size,
         image_processor=processor,
         feature_network=feature_network,
@@ -104,6 +137,7 @@ def run(args) -> int:
     )
     results["model"] = args.model
     results["dataset"] = f"{args.dataset} ({args.split})"
+    results["sampling_source"] = sampling_source
     if args.linear_probe:
         if "label" not in dataset.column_names:
             raise ValueError(f"--linear-probe needs labels, but dataset {args.dataset!r} has no `label` column.")

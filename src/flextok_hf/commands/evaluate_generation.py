@@ -2,12 +2,24 @@
 
 Conditions come from a labelled dataset: its distinct captions (text-to-image pipelines) or class ids
 (class-to-image pipelines); the shipped classifier (or `--classifier`) labels the generated images. Writes
-`generation_accuracy.{json,md,png}` (see `flextok_hf.evaluation_generation`).
+`generation_accuracy.{json,md,png}` (see `flextok_hf.evaluation_generation`). Sampling uses the settings stored in the
+pipeline (`model_index.json`) unless a flag overrides them; the report records every setting used (`sampling`) and
+where it came from (`sampling_source`).
 """
 
 from __future__ import annotations
 
+import argparse
+
 from .evaluate import _int_list
+
+# Pipeline config key -> the flag that overrides it.
+SAMPLING_FLAGS = {
+    "prior_guidance_scale": "--prior-guidance-scale",
+    "decoder_guidance_scale": "--decoder-guidance-scale",
+    "num_inference_steps": "--num-inference-steps",
+    "adaptive_guidance": "--[no-]adaptive-guidance",
+}
 
 
 def register(subparsers):
@@ -23,7 +35,14 @@ def register(subparsers):
     parser.add_argument("--num-images", type=int, default=4, help="images per condition and budget (default 4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prior-guidance-scale", type=float, default=None, help="default: the pipeline's")
+    parser.add_argument("--decoder-guidance-scale", type=float, default=None, help="default: the pipeline's")
     parser.add_argument("--num-inference-steps", type=int, default=None, help="default: the pipeline's")
+    parser.add_argument(
+        "--adaptive-guidance",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decoder APG (--adaptive-guidance) or plain CFG (--no-adaptive-guidance); default: the pipeline's",
+    )
     parser.add_argument("--classifier", default=None, help="FlexTokImageClassifier folder (default: the shipped one)")
     parser.add_argument("--output-dir", required=True, help="folder for the report")
     parser.set_defaults(func=run)
@@ -57,11 +76,10 @@ def run(args) -> int:
         conditions += found
         targets += found_targets
         names += found if is_text else [dataset.features["label"].int2str(c) for c in found]
-    sampling = {}
-    if args.prior_guidance_scale is not None:
-        sampling["prior_guidance_scale"] = args.prior_guidance_scale
-    if args.num_inference_steps is not None:
-        sampling["num_inference_steps"] = args.num_inference_steps
+    sampling, sampling_source = {}, {}
+    for key, flag in SAMPLING_FLAGS.items():
+        value = getattr(args, key)
+        sampling[key], sampling_source[key] = (pipeline.config[key], "pipeline") if value is None else (value, flag)
     results = evaluate_conditional_generation(
         pipeline,
         conditions,
@@ -75,6 +93,7 @@ def run(args) -> int:
     )
     results["model"] = args.model or "shipped text2image"
     results["dataset"] = f"{args.dataset} ({args.split})"
+    results["sampling_source"] = sampling_source
     paths = write_generation_report(results, args.output_dir)
     print(format_generation_markdown(results))
     print("Wrote " + ", ".join(paths.values()))

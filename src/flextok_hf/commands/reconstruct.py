@@ -26,9 +26,12 @@ def parse_budgets(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        budgets = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"`--num-tokens` must be comma-separated integers, got {text!r}.") from None
+        budgets = []
+    if not budgets or min(budgets) < 1:
+        raise ValueError(f"`--num-tokens` must be comma-separated positive integers (e.g. 1,4,16), got {text!r}.")
+    return budgets
 
 
 def run(args) -> int:
@@ -40,11 +43,17 @@ def run(args) -> int:
     from ..image_processing_flextok import load_image_file
     from ..pipeline_flextok import FlexTokPipeline
 
+    budgets = parse_budgets(args.num_tokens)
+    images = [load_image_file(path, "images").convert("RGB") for path in args.images]  # before the model: fail fast
     pipe = FlexTokPipeline.from_pretrained(args.model)
-    images = [load_image_file(path, "images").convert("RGB") for path in args.images]
+    num_registers = pipe.flextok.config.num_registers
+    if budgets is not None and max(budgets) > num_registers:
+        raise ValueError(
+            f"`--num-tokens` must be at most K = {num_registers} for this model, got {args.num_tokens!r}."
+        )
     result = pipe.coarse_to_fine(
         images,
-        budgets=parse_budgets(args.num_tokens),
+        budgets=budgets,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
         generator=torch.Generator().manual_seed(args.seed),

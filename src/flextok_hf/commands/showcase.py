@@ -1,8 +1,8 @@
 """`flextok-hf showcase`: the README's main job — FlexTok at work on bundled images, offline, with the shipped models.
 
-Writes `reconstructions.png` (bundled sample images, then their reconstructions from the first 1, 2, 4, ..., K tokens)
-and `generations.png` (one row per prompt, images generated from k tokens by the text-conditional prior) and prints
-the token ids.
+Writes `reconstructions.png` (bundled sample images, then their reconstructions from the first 1, 2, 4, ..., K tokens;
+rows labelled with the image's class, columns with the budget) and `generations.png` (one row per prompt, images
+generated from k tokens by the text-conditional prior), cells upscaled 4x (nearest), and prints the token ids.
 """
 
 DEFAULT_PROMPTS = ("handwritten digit seven", "handwritten digit two", "a giraffe", "an elephant")
@@ -25,6 +25,7 @@ def register(subparsers):
         "--num-tokens", type=int, default=None, help="tokens generated per image (default: the pipeline's)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=int, default=4, help="integer upscaling of each cell (default: 4)")
     parser.set_defaults(func=run)
 
 
@@ -32,12 +33,12 @@ def run(args) -> int:
     import os
 
     import torch
-    from diffusers.utils import make_image_grid
 
     from ..data import sample_images
     from ..pipeline_flextok import FlexTokPipeline
     from ..pipeline_flextok_text2image import load_generation_pipeline
     from ..pretrained import pretrained_path
+    from ..visualization import labelled_grid
 
     os.makedirs(args.out, exist_ok=True)
     tokenizer = FlexTokPipeline.from_pretrained(args.model or pretrained_path("tokenizer"))
@@ -45,15 +46,20 @@ def run(args) -> int:
     result = tokenizer.coarse_to_fine(list(images), generator=torch.Generator().manual_seed(args.seed))
     size = tokenizer.flextok.config.image_size
     originals = tokenizer.image_processor.postprocess(tokenizer.preprocess(list(images)).float(), "pil")
-    cells = [cell for original, row in zip(originals, result.images) for cell in [original, *row]]
+    grid = labelled_grid(
+        [[original.resize((size, size)), *row] for original, row in zip(originals, result.images)],
+        row_labels=[name.split(": ", 1)[-1] for name in names],
+        column_labels=["original"] + [f"{k} token{'s' if k > 1 else ''}" for k in result.budgets],
+        scale=args.scale,
+    )
     path = os.path.join(args.out, "reconstructions.png")
-    make_image_grid([c.resize((size, size)) for c in cells], rows=len(images), cols=1 + len(result.budgets)).save(path)
+    grid.save(path)
     print(f"{path}: rows = {len(images)} bundled images; columns = original, then the first {result.budgets} tokens")
     for name, ids in zip(names, result.token_ids):
         print(f"  {name}: {ids.tolist()}")
 
     generator = load_generation_pipeline(args.text2image or pretrained_path("text2image"))
-    rows = []
+    rows, num_tokens = [], None
     for index, prompt in enumerate(args.prompts):
         out = generator(
             prompt,
@@ -61,9 +67,11 @@ def run(args) -> int:
             num_images_per_prompt=args.num_images,
             generator=torch.Generator().manual_seed(args.seed + index),
         )
-        rows.extend(out.images)
+        rows.append([image.resize((size, size)) for image in out.images])
+        num_tokens = len(out.token_ids[0])
         print(f"  {prompt!r}: {out.token_ids[0].tolist()}")
     path = os.path.join(args.out, "generations.png")
-    make_image_grid([im.resize((size, size)) for im in rows], rows=len(args.prompts), cols=args.num_images).save(path)
+    columns = [f"sample {i + 1} ({num_tokens} tokens)" for i in range(args.num_images)]
+    labelled_grid(rows, row_labels=list(args.prompts), column_labels=columns, scale=args.scale).save(path)
     print(f"{path}: one row per prompt {list(args.prompts)}")
     return 0

@@ -356,7 +356,8 @@ class SampleGridCallback(TrainerCallback):
 
 
 def plot_loss_curve(log_history: list[dict], path: str):
-    """Train loss (and eval loss / PSNR when logged) against the step, saved as a PNG with matplotlib."""
+    """Train loss (and eval loss / PSNR when logged) against the step, saved as a PNG with matplotlib; a second panel
+    shows the token-reliance gap when it was logged."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -367,7 +368,17 @@ def plot_loss_curve(log_history: list[dict], path: str):
     psnr = [(entry["step"], entry["eval_psnr"]) for entry in log_history if "eval_psnr" in entry]
     final_loss = [(entry["step"], entry["eval_ema_loss"]) for entry in log_history if "eval_ema_loss" in entry]
     final_psnr = [(entry["step"], entry["eval_ema_psnr"]) for entry in log_history if "eval_ema_psnr" in entry]
-    figure, axis = plt.subplots(figsize=(7, 4), dpi=100)
+    gap = [(entry["step"], entry["eval_reliance_gap"]) for entry in log_history if "eval_reliance_gap" in entry]
+    if gap:
+        figure, (axis, gap_axis) = plt.subplots(1, 2, figsize=(12, 4), dpi=100, gridspec_kw={"width_ratios": [7, 4]})
+        gap_axis.plot(*zip(*gap), "o-", color="tab:orange")
+        gap_axis.axhline(0.0, color="gray", linewidth=0.8)
+        gap_axis.set_xlabel("step")
+        gap_axis.set_ylabel("(shuffled - true) / shuffled RF loss")
+        gap_axis.set_title("token reliance (0 = tokens ignored)")
+        gap_axis.grid(alpha=0.3)
+    else:
+        figure, axis = plt.subplots(figsize=(7, 4), dpi=100)
     if train:
         axis.plot(*zip(*train), label="train loss")
     if evals:

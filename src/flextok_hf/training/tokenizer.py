@@ -30,10 +30,12 @@ from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 
 from ..configuration_flextok import FlexTokConfig
 from ..data import load_image_dataset
+from ..diagnostics import flatten_token_reliance, token_reliance
 from ..image_processing_flextok import FlexTokImageProcessor
 from ..modeling_flextok import FlexTokModel, count_parameters
 from .callbacks import EMACallback, LogHistoryCallback, SampleGridCallback, reconstruction_psnr
 from .collator import CACHE_DTYPES, ImageCollator, LatentCollator, cache_latents
+from .recipe import FlexTokRecipe
 from .repa import REPATeacher, default_repa_layer
 
 logger = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ ARCHITECTURE_OVERRIDES = (
     "decoder_hidden_size",
     "decoder_num_layers",
     "decoder_head_dim",
+    "normalize_registers",
 )
 OBJECTIVE_OVERRIDES = (
     "nested_dropout_mode",
@@ -98,6 +101,7 @@ OBJECTIVE_OVERRIDES = (
     "x0_loss_weight",
     "logit_normal_mean",
     "logit_normal_std",
+    "uniform_sigma_fraction",
 )
 REPA_OVERRIDES = ("repa_layer", "repa_loss_weight", "repa_projector_dim")
 
@@ -132,6 +136,12 @@ class TokenizerModelArguments:
         },
     )
     logit_normal_std: float | None = field(default=None, metadata={"help": "Std of the logit-normal noise levels."})
+    uniform_sigma_fraction: float | None = field(
+        default=None, metadata={"help": "Share of samples with sigma ~ U(0, 1) instead of logit-normal (0 = paper)."}
+    )
+    normalize_registers: bool | None = field(
+        default=None, metadata={"help": "LayerNorm the decoder's register tokens after the code projection."}
+    )
     vae_scaling_factor: float | None = field(
         default=None, metadata={"help": "Latent scale (default: the VAE config's `scaling_factor`, else 1)."}
     )
@@ -203,6 +213,44 @@ class TokenizerTrainingArguments(TrainingArguments):
     eval_psnr_images: int = field(default=16, metadata={"help": "Eval images reconstructed for eval_psnr; 0 = off."})
     eval_psnr_num_inference_steps: int = 8
     eval_psnr_guidance_scale: float = 1.0
+    eval_diagnostic: bool = field(
+        default=True,
+        metadata={"help": "Log the token-reliance diagnostic (RF loss with true / shuffled / null registers)."},
+    )
+    deterministic_steps: int = field(
+        default=0, metadata={"help": "Warm start: steps with sigma = 1, k = K, no null condition (an autoencoder)."}
+    )
+    deterministic_anneal_steps: int = field(
+        default=0, metadata={"help": "Steps over which the deterministic share falls to `deterministic_fraction`."}
+    )
+    deterministic_fraction: float = field(
+        default=0.0, metadata={"help": "Share of deterministic samples kept after the anneal."}
+    )
+    nested_dropout_start_step: int = field(default=0, metadata={"help": "k = K for every sample before this step."})
+    deterministic_nested_dropout: bool = field(
+        default=False,
+        metadata={"help": "After `nested_dropout_start_step`, deterministic samples keep their nested-dropout k."},
+    )
+    feature_matching_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the feature-matching term: MSE between the shipped classifier's features of the "
+            "one-step estimate x0_hat and of the target image (pixel-space or VAE-decoded)."
+        },
+    )
+    feature_matching_network: str | None = field(
+        default=None, metadata={"help": "Classifier folder for feature matching (default: the shipped one)."}
+    )
+
+    def recipe(self) -> FlexTokRecipe:
+        """The step-dependent objective schedule these arguments describe."""
+        return FlexTokRecipe(
+            deterministic_steps=self.deterministic_steps,
+            deterministic_anneal_steps=self.deterministic_anneal_steps,
+            deterministic_fraction=self.deterministic_fraction,
+            nested_dropout_start_step=self.nested_dropout_start_step,
+            deterministic_nested_dropout=self.deterministic_nested_dropout,
+        )
 
     def __post_init__(self):
         if self.use_cpu is None:
@@ -216,6 +264,9 @@ class TokenizerTrainingArguments(TrainingArguments):
             )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"`ema_decay` must be in [0, 1), got {self.ema_decay}.")
+        if self.feature_matching_weight < 0:
+            raise ValueError(f"`feature_matching_weight` must be >= 0, got {self.feature_matching_weight}.")
+        self.recipe()  # validates the recipe fields
         super().__post_init__()
 
 
@@ -252,6 +303,11 @@ class FlexTokTrainer(Trainer):
         repa_teacher: a frozen [`REPATeacher`] (or any module mapping `pixel_values` to `[B, N', F]` features); its
             features of each batch are passed to the model as `repa_target`. It is not part of the model, so it is
             never saved with it.
+        recipe: a [`FlexTokRecipe`]: the training draws (sigmas, keep_k, null condition) of each step follow it.
+        feature_network / feature_matching_weight: a frozen module mapping images `[B, 3, H, W]` in [-1, 1] to
+            features `[B, F]`; adds `weight * MSE(features(x0_hat), features(x0))` (`feature_loss` in the logs),
+            where x0_hat = x_t - sigma * v is the decoder's one-step estimate (decoded by the VAE if there is one).
+        diagnostic: log the token-reliance diagnostic ([`token_reliance`]) on the PSNR images at each evaluation.
     """
 
     def __init__(
@@ -262,9 +318,19 @@ class FlexTokTrainer(Trainer):
         psnr_guidance_scale=1.0,
         psnr_seed=0,
         repa_teacher=None,
+        recipe: FlexTokRecipe | None = None,
+        feature_network=None,
+        feature_matching_weight: float = 0.0,
+        diagnostic: bool = True,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.recipe = recipe if recipe is not None and recipe.is_active else None
+        self.feature_network = None
+        self.feature_matching_weight = float(feature_matching_weight)
+        if feature_network is not None and self.feature_matching_weight > 0:
+            self.feature_network = feature_network.to(self.args.device).eval().requires_grad_(False)
+        self.diagnostic = diagnostic
         self.psnr_images = psnr_images
         self.psnr_num_inference_steps = psnr_num_inference_steps
         self.psnr_guidance_scale = psnr_guidance_scale
@@ -278,13 +344,34 @@ class FlexTokTrainer(Trainer):
             if "pixel_values" not in inputs:
                 raise ValueError("REPA needs `pixel_values` in every batch (cached latents cannot feed the teacher).")
             inputs = {**inputs, "repa_target": self.repa_teacher(inputs["pixel_values"])}
+        if model.training and self.recipe is not None:
+            images = inputs.get("pixel_values", inputs.get("latents"))
+            draws = self.recipe.draws(self.accelerator.unwrap_model(model), self.state.global_step, images.shape[0])
+            inputs = {**inputs, **draws}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        if model.training:
-            for name in ("rf_loss", "x0_loss", "repa_loss"):
-                value = outputs.get(name) if isinstance(outputs, dict) else None
-                if value is not None:
-                    self._loss_terms.setdefault(name, []).append(value.detach().float())
+        terms = {name: outputs.get(name) for name in ("rf_loss", "x0_loss", "repa_loss")} if model.training else {}
+        if model.training and self.feature_network is not None:
+            terms["feature_loss"] = self.feature_matching_loss(model, outputs)
+            loss = loss + self.feature_matching_weight * terms["feature_loss"]
+        for name, value in terms.items():
+            if value is not None:
+                self._loss_terms.setdefault(name, []).append(value.detach().float())
         return (loss, outputs) if return_outputs else loss
+
+    def feature_matching_loss(self, model, outputs) -> torch.Tensor:
+        """MSE between the feature network's features of the one-step estimate x0_hat and of the clean target."""
+        sigma = outputs.sigmas[:, None, None, None]
+        x0 = outputs.noise - outputs.target
+        x0_hat = x0 + sigma * (outputs.target - outputs.velocity)
+        model = self.accelerator.unwrap_model(model)
+        if model.vae is not None:
+            scale = model.config.vae_scaling_factor
+            x0_hat = model.vae.decode(x0_hat / scale).sample
+            with torch.no_grad():
+                x0 = model.vae.decode(x0 / scale).sample
+        with torch.no_grad():
+            target_features = self.feature_network(x0.float())
+        return torch.nn.functional.mse_loss(self.feature_network(x0_hat.float()).float(), target_features.float())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._loss_terms:
@@ -319,13 +406,16 @@ class FlexTokTrainer(Trainer):
         if self.psnr_images is None:
             return {}
         settings = (self.psnr_num_inference_steps, self.psnr_guidance_scale, self.psnr_seed)
-        metrics = {f"{metric_key_prefix}_psnr": reconstruction_psnr(self.model, self.psnr_images, *settings)}
+        model = self.accelerator.unwrap_model(self.model)
+        images = self.psnr_images.to(model.device)
+        metrics = {f"{metric_key_prefix}_psnr": reconstruction_psnr(model, images, *settings)}
+        if self.diagnostic and images.shape[0] >= 2:
+            report = token_reliance(model, pixel_values=images, seed=self.psnr_seed)
+            metrics.update(flatten_token_reliance(report, metric_key_prefix))
         for ema in self._callbacks_of(EMACallback):
             if ema.shadow and not ema.swapped:
                 with ema.average_parameters(self.model):
-                    metrics[f"{metric_key_prefix}_psnr_ema"] = reconstruction_psnr(
-                        self.model, self.psnr_images, *settings
-                    )
+                    metrics[f"{metric_key_prefix}_psnr_ema"] = reconstruction_psnr(model, images, *settings)
         return metrics
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, **kwargs):
@@ -415,6 +505,14 @@ def build_model(model_args: TokenizerModelArguments, repa_feature_dim: int | Non
     return model
 
 
+def load_feature_network(path: str | None = None):
+    """The classifier-feature network of the feature-matching term (default: the shipped evaluation classifier)."""
+    from ..metrics.classifier import ClassifierFeatureNetwork, FlexTokImageClassifier, load_default_classifier
+
+    classifier = load_default_classifier() if path is None else FlexTokImageClassifier.from_pretrained(path)
+    return ClassifierFeatureNetwork(classifier.eval().requires_grad_(False))
+
+
 def _load_split(names: list[str], split: str, image_column: str):
     parts = [load_image_dataset(name, split) for name in names]
     if len(parts) == 1:
@@ -492,6 +590,9 @@ def train_tokenizer(args: Sequence[str] | dict | tuple | None = None) -> FlexTok
             layer=model_args.repa_teacher_layer,
         )
     model = build_model(model_args, repa_feature_dim=repa_teacher.feature_dim if repa_teacher is not None else None)
+    feature_network = None
+    if training_args.feature_matching_weight > 0:
+        feature_network = load_feature_network(training_args.feature_matching_network)
     processor = FlexTokImageProcessor.from_model_config(model.config)
     with training_args.main_process_first(desc="loading the datasets"):
         train_dataset, eval_dataset = load_datasets(data_args, seed=training_args.seed)
@@ -552,6 +653,10 @@ def train_tokenizer(args: Sequence[str] | dict | tuple | None = None) -> FlexTok
         psnr_guidance_scale=training_args.eval_psnr_guidance_scale,
         psnr_seed=training_args.seed,
         repa_teacher=repa_teacher,
+        recipe=training_args.recipe(),
+        feature_network=feature_network,
+        feature_matching_weight=training_args.feature_matching_weight,
+        diagnostic=training_args.eval_diagnostic,
     )
     if trainer.is_world_process_zero():
         print(
@@ -584,6 +689,7 @@ __all__ = [
     "TokenizerModelArguments",
     "TokenizerTrainingArguments",
     "build_model",
+    "load_feature_network",
     "load_datasets",
     "main",
     "native_bf16_available",
