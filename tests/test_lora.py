@@ -100,6 +100,7 @@ def test_finetune_save_reload_and_merge(base_dir, tmp_path):
             "eval_psnr_num_inference_steps": 2, "num_sample_images": 2, "sample_num_inference_steps": 2,
             "ema_decay": 0.5, "save_strategy": "no", "disable_tqdm": True, "dataloader_num_workers": 0,
             "seed": 0, "output_dir": str(output_dir),
+            "bf16": False,  # accelerate wraps forward in autocast when on; the reload comparison is in fp32
         }
     )  # fmt: skip
     tuned = trainer.model

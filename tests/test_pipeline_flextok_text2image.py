@@ -409,11 +409,15 @@ def test_showcase_command_writes_both_grids(text_pipe, tmp_path, capsys):
             "a blue dog",
             "--num-images",
             "3",
+            "--scale",
+            "1",
+            "--no-labels",
         ]
     )
     assert code == 0
     recon = PIL.Image.open(out / "reconstructions.png")
-    assert recon.size == ((1 + 4) * 16, 4 * 16)  # original + budgets 1, 2, 4, 8; 4 bundled images
-    assert PIL.Image.open(out / "generations.png").size == (3 * 16, 2 * 16)
+    # original + budgets 1, 2, 4, 8; 4 bundled images; 16 px cells, 4 px padding, no label strips
+    assert recon.size == (4 + (1 + 4) * (16 + 4), 4 + 4 * (16 + 4))
+    assert PIL.Image.open(out / "generations.png").size == (4 + 3 * (16 + 4), 4 + 2 * (16 + 4))
     printed = capsys.readouterr().out
     assert "'a red cat'" in printed and "mnist:" in printed

@@ -11,6 +11,11 @@ from flextok_hf.data import load_image_dataset
 from flextok_hf.metrics.classifier import load_default_classifier
 from flextok_hf.pretrained import PRETRAINED_DIR, load_default_text2image_pipeline, pretrained_path
 
+# Set from the shipped model's measurements (TRAINING.md: gap ~0.95, K-token class agreement 0.9-1.0, PSNR(K) - PSNR(1)
+# >= 10 dB on held-out images), with margin for the 24 images and one decoder seed used here.
+GAP_THRESHOLD = 0.5
+MIN_ACCURACY_AT_K = 0.75
+
 
 @pytest.fixture(scope="module")
 def tokenizer():
@@ -49,12 +54,10 @@ def test_tokenizer_reconstructions_are_recognisable_and_improve_with_tokens(toke
 
     full, first = reconstruct(max_tokens), reconstruct(1)
     accuracy = (classifier.classify(full) == labels).float().mean().item()
-    # The shipped model is weak (see its README: ~12.6 dB and ~50 % recognisable at K tokens): these bounds check that
-    # the weights and the pipeline work (chance is 5 %; more tokens must help), not that the quality bar is met.
-    assert accuracy >= 0.25, accuracy
+    assert accuracy >= MIN_ACCURACY_AT_K, accuracy
     mse_full = ((full - pixels) ** 2).mean().item()
     mse_first = ((first - pixels) ** 2).mean().item()
-    assert mse_full < 0.85 * mse_first, (mse_full, mse_first)
+    assert mse_full < 0.3 * mse_first, (mse_full, mse_first)  # PSNR(K) - PSNR(1) > 5 dB
 
 
 def test_shipped_decoder_reads_its_tokens(tokenizer):

@@ -26,6 +26,7 @@ def register(subparsers):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=4, help="integer upscaling of each cell (default: 4)")
+    parser.add_argument("--no-labels", action="store_true", help="grids without row / column labels")
     parser.set_defaults(func=run)
 
 
@@ -48,8 +49,10 @@ def run(args) -> int:
     originals = tokenizer.image_processor.postprocess(tokenizer.preprocess(list(images)).float(), "pil")
     grid = labelled_grid(
         [[original.resize((size, size)), *row] for original, row in zip(originals, result.images)],
-        row_labels=[name.split(": ", 1)[-1] for name in names],
-        column_labels=["original"] + [f"{k} token{'s' if k > 1 else ''}" for k in result.budgets],
+        row_labels=None if args.no_labels else [name.split(": ", 1)[-1] for name in names],
+        column_labels=None
+        if args.no_labels
+        else ["original"] + [f"{k} token{'s' if k > 1 else ''}" for k in result.budgets],
         scale=args.scale,
     )
     path = os.path.join(args.out, "reconstructions.png")
@@ -71,7 +74,10 @@ def run(args) -> int:
         num_tokens = len(out.token_ids[0])
         print(f"  {prompt!r}: {out.token_ids[0].tolist()}")
     path = os.path.join(args.out, "generations.png")
-    columns = [f"sample {i + 1} ({num_tokens} tokens)" for i in range(args.num_images)]
-    labelled_grid(rows, row_labels=list(args.prompts), column_labels=columns, scale=args.scale).save(path)
+    columns = [f"#{i + 1}, {num_tokens} tok." for i in range(args.num_images)]
+    if args.no_labels:
+        labelled_grid(rows, scale=args.scale).save(path)
+    else:
+        labelled_grid(rows, row_labels=list(args.prompts), column_labels=columns, scale=args.scale).save(path)
     print(f"{path}: one row per prompt {list(args.prompts)}")
     return 0
