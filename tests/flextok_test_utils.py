@@ -14,6 +14,22 @@ from safetensors.torch import load_file, save_file
 
 from flextok_hf import FlexTokConfig, FlexTokModel
 
+# A tiny 16x16 pixel-space tokenizer run on 8x8 sklearn digits (train_tokenizer arguments); no eval PSNR / grids / EMA
+# unless a test asks for them.
+TINY_TOKENIZER_RUN = {
+    "config": "tiny",
+    "dataset": "digits",
+    "max_train_samples": 32,
+    "per_device_train_batch_size": 8,
+    "logging_steps": 1,
+    "eval_split": "none",
+    "num_sample_images": 0,
+    "ema_decay": 0.0,
+    "disable_tqdm": True,
+    "dataloader_num_workers": 0,
+    "seed": 3,
+}
+
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "official_tiny")
 FIXTURE_CKPT = os.path.join(FIXTURE_DIR, "model.safetensors")
 FIXTURE_VAE_CONFIG = os.path.join(FIXTURE_DIR, "vae_config.json")

@@ -14,21 +14,9 @@ from flextok_hf.diagnostics import flatten_token_reliance, token_reliance
 from flextok_hf.training import train_tokenizer
 from flextok_hf.training.recipe import FlexTokRecipe
 from flextok_hf.training.tokenizer import FlexTokTrainer, TokenizerTrainingArguments
-from flextok_test_utils import random_images, tiny_model
+from flextok_test_utils import TINY_TOKENIZER_RUN, random_images, tiny_model
 
-BASE = {
-    "config": "tiny",
-    "dataset": "digits",
-    "max_train_samples": 32,
-    "per_device_train_batch_size": 8,
-    "logging_steps": 1,
-    "eval_split": "none",
-    "num_sample_images": 0,
-    "ema_decay": 0.0,
-    "disable_tqdm": True,
-    "dataloader_num_workers": 0,
-    "seed": 5,
-}
+BASE = {**TINY_TOKENIZER_RUN, "seed": 5}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -19,23 +19,11 @@ from flextok_hf.data import load_image_dataset
 from flextok_hf.training import ImageCollator, LatentCollator, cache_latents, train_tokenizer
 from flextok_hf.training.callbacks import EMACallback
 from flextok_hf.training.tokenizer import TokenizerModelArguments, build_model, parse_tokenizer_args
+from flextok_test_utils import TINY_TOKENIZER_RUN
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# A tiny 16x16 pixel-space model on 8x8 sklearn digits; no eval PSNR / grids / EMA unless a test asks for them.
-BASE = {
-    "config": "tiny",
-    "dataset": "digits",
-    "max_train_samples": 32,
-    "per_device_train_batch_size": 8,
-    "logging_steps": 1,
-    "eval_split": "none",
-    "num_sample_images": 0,
-    "ema_decay": 0.0,
-    "disable_tqdm": True,
-    "dataloader_num_workers": 0,
-    "seed": 3,
-}
+BASE = TINY_TOKENIZER_RUN
 
 
 def losses(trainer_or_history):
