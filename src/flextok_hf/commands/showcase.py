@@ -33,6 +33,9 @@ def register(subparsers):
 def run(args) -> int:
     import os
 
+    if args.scale < 1:
+        raise ValueError(f"--scale must be an integer >= 1, got {args.scale}.")
+
     import torch
 
     from ..data import sample_images
