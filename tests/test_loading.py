@@ -9,6 +9,7 @@ the official code's token ids exactly.
 
 import json
 import logging
+import os
 import shutil
 
 import pytest
@@ -17,7 +18,7 @@ from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
 from transformers import pipeline
 
-from flextok_hf import FlexTokModel, FlexTokPipeline
+from flextok_hf import FlexTokConfig, FlexTokModel, FlexTokPipeline
 from flextok_hf.convert_official import OfficialCheckpointError
 from flextok_hf.loading import NotAFlexTokModelError, resolve_flextok_source
 from flextok_test_utils import (
@@ -103,6 +104,10 @@ def test_official_folder_and_file_load_in_one_line(layouts, layout, caplog):
     assert caplog.text.count(LOG_TEXT) == 1  # converted once (the task's config is read from the header only)
     assert_task_gives_official_ids(task)
 
+    # The config alone: the converted one, read from the header / config.json as data.
+    config = FlexTokConfig.from_pretrained(folder)
+    assert config.to_dict() == converted_fixture_model().config.to_dict()
+
 
 def test_official_checkpoints_through_the_hub(layouts, fake_hub, tmp_path):
     api = HfApi()
@@ -151,6 +156,7 @@ def test_vae_shape_from_the_hub_repo_named_in_the_metadata(fake_hub, tmp_path):
 # --------------------------------------------------------------------------------------------------------------------
 def _loaders():
     return {
+        "FlexTokConfig": lambda path: FlexTokConfig.from_pretrained(path),
         "FlexTokModel": lambda path: FlexTokModel.from_pretrained(path),
         "FlexTokPipeline": lambda path: FlexTokPipeline.from_pretrained(path),
         "task": lambda path: pipeline("flextok-tokenize", model=path),
@@ -218,3 +224,12 @@ def test_truncated_checkpoint_is_reported_as_such(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"PK\x03\x04 a zip / pickled torch file")
     with pytest.raises(OfficialCheckpointError, match="not safetensors"):
         FlexTokPipeline.from_pretrained(str(tmp_path / "model.safetensors"))
+
+
+def test_config_of_a_pipeline_folder_is_its_flextok_part():
+    from flextok_hf.pretrained import pretrained_path
+
+    folder = pretrained_path("text2image")
+    config = FlexTokConfig.from_pretrained(folder)
+    assert config.to_dict() == FlexTokConfig.from_pretrained(os.path.join(folder, "flextok")).to_dict()
+    assert (config.model_type, config.image_size, config.num_registers) == ("flextok", 32, 32)

@@ -303,5 +303,14 @@ class FlexTokConfig(PreTrainedConfig):
         defaults.update(kwargs)
         return cls(**defaults)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> FlexTokConfig:
+        """`PreTrainedConfig.from_pretrained`, plus: the `flextok` part of a saved pipeline folder and official
+        apple/ml-flextok checkpoints (their converted config). A config.json that is neither a FlexTok config nor an
+        official one raises `flextok_hf.loading.NotAFlexTokModelError` instead of giving a config of defaults."""
+        from .loading import flextok_config_for
+
+        return flextok_config_for(pretrained_model_name_or_path, _load_saved=super().from_pretrained, **kwargs)
+
 
 __all__ = ["FlexTokConfig"]

@@ -287,20 +287,25 @@ def load_flextok_model(load_saved, name_or_path, *model_args, **kwargs):
     return load_saved(os.fspath(name_or_path), *model_args, **kwargs)
 
 
-def flextok_config_for(name_or_path, **kwargs):
-    """The `FlexTokConfig` of any source `resolve_flextok_model_source` accepts (an official checkpoint's converted
-    config is read from its header, without loading tensors). `kwargs` are those of `AutoConfig.from_pretrained`."""
+def flextok_config_for(name_or_path, _load_saved=None, **kwargs):
+    """The `FlexTokConfig` of any source `resolve_flextok_model_source` accepts (`FlexTokConfig.from_pretrained`): an
+    official checkpoint's converted config is read from its header without loading tensors, a pipeline's from its
+    `flextok` part, and any other config.json is refused (`NotAFlexTokModelError`), never read as defaults. `kwargs`
+    are those of `PreTrainedConfig.from_pretrained`; `_load_saved` is transformers' own loader."""
     from .configuration_flextok import FlexTokConfig
     from .convert_official import official_checkpoint_config
 
-    source = resolve_flextok_model_source(name_or_path, kwargs.pop("subfolder", ""), **hub_kwargs(kwargs))
+    if _load_saved is None:
+        return FlexTokConfig.from_pretrained(name_or_path, **kwargs)
+    source = resolve_flextok_model_source(name_or_path, kwargs.pop("subfolder", "") or "", **hub_kwargs(kwargs))
     if source.kind == "official":
-        return official_checkpoint_config(source.official)
+        config = official_checkpoint_config(source.official)
+        return (config, {}) if kwargs.get("return_unused_kwargs") else config
     for key in ("trust_remote_code", "code_revision"):
         kwargs.pop(key, None)
     if source.subfolder:
         kwargs["subfolder"] = source.subfolder
-    return FlexTokConfig.from_pretrained(os.fspath(name_or_path), **kwargs)
+    return _load_saved(os.fspath(name_or_path), **kwargs)
 
 
 __all__ = [
