@@ -17,7 +17,14 @@ from transformers import pipeline
 
 import flextok_hf  # noqa: F401  (registers the task)
 from flextok_hf import FlexTokModel, FlexTokPipeline
-from flextok_hf.adaptive_budget import candidate_budgets, content_seed, saved_decoder_defaults
+from flextok_hf.adaptive_budget import (
+    bisect_candidates,
+    candidate_budgets,
+    content_seed,
+    meets_target,
+    saved_decoder_defaults,
+    smallest_sufficient,
+)
 from flextok_hf.cli import main as cli_main
 from flextok_hf.data import sample_images
 from flextok_hf.evaluation import sample_seed
@@ -72,6 +79,16 @@ def first_meeting(row: torch.Tensor, target: float, start: int = 0) -> tuple[int
         if row[j] >= target:
             return j, True
     return len(row) - 1, False
+
+
+def bisection_pick(row: torch.Tensor, target: float) -> tuple[int, list[int]]:
+    """The candidate a bisection over `row` (ascending budgets) picks, and the candidates it looks at."""
+    low, high, seen = 0, len(row), []
+    while low < high:
+        mid = (low + high) // 2
+        seen.append(mid)
+        low, high = (low, mid) if row[mid] >= target else (mid + 1, high)
+    return min(low, len(row) - 1), seen
 
 
 # ------------------------------------------------------------------------------------------------------ the pipeline
@@ -149,12 +166,16 @@ def test_fewer_search_steps_then_full_step_verification(pipe, images):
     for i in range(len(images)):
         both = torch.cat([search[i], full[i]])
         targets.append(target_between(both, (2 * i) % (2 * len(budgets) - 1)))
-    expected = []
+    expected, looked_at = [], torch.zeros_like(search, dtype=torch.bool)
     for i, target in enumerate(targets):
-        start, _ = first_meeting(search[i], target)
+        start, seen = bisection_pick(search[i], target)
+        looked_at[i, seen] = True
         expected.append(first_meeting(full[i], target, start))
     out = pipe.choose_num_tokens(images, quality_target=targets, search_num_inference_steps=1, generator=seeded(0))
-    assert torch.allclose(out.search_quality, search, atol=1e-3)
+    # the search bisects: it decodes ceil(log2(J + 1)) candidates at most per image, NaN elsewhere
+    assert torch.equal(~out.search_quality.isnan(), looked_at)
+    assert looked_at.sum(dim=1).max() <= 3
+    assert torch.allclose(out.search_quality[looked_at], search[looked_at], atol=1e-3)
     assert out.num_tokens == [budgets[j] for j, _ in expected]
     assert out.target_met == [met for _, met in expected]
     chosen = torch.tensor([full[i, j] for i, (j, _) in enumerate(expected)])
@@ -162,6 +183,27 @@ def test_fewer_search_steps_then_full_step_verification(pipe, images):
     # the default search is cheaper than the final decode
     default = pipe.choose_num_tokens(images, quality_target=targets, generator=seeded(0))
     assert default.num_tokens == out.num_tokens  # max(1, 3 // 10) = 1 search step
+
+
+def test_bisection_finds_the_first_sufficient_candidate_of_monotone_rows():
+    generator = torch.Generator().manual_seed(0)
+    for num_budgets in range(1, 8):
+        quality = torch.rand(12, num_budgets, generator=generator).mul(30).sort(dim=1).values
+        targets = torch.rand(12, generator=generator).mul(34) - 2  # some below every value, some above
+        calls = []
+
+        def score(rows, columns, quality=quality, calls=calls):
+            calls.append(len(rows))
+            return quality[rows, columns]
+
+        searched = bisect_candidates(score, 12, num_budgets, targets, "psnr")
+        assert len(calls) <= math.ceil(math.log2(num_budgets + 1))
+        expected, found = smallest_sufficient(quality, targets, "psnr")
+        picked, _ = smallest_sufficient(searched, targets, "psnr")
+        assert torch.equal(picked, expected), num_budgets
+        assert (~searched.isnan()).any(dim=1).all()  # every image looked at one candidate at least
+        met = meets_target(searched, targets[:, None], "psnr").any(dim=1)
+        assert torch.equal(met, found)  # the bisection's pick is decoded whenever one meets the target
 
 
 def test_feature_distance_metric(pipe, images):

@@ -10,9 +10,13 @@ How the budget of each image is chosen (`choose_num_tokens`):
 
 1. The image is tokenized once (all K ids) and one decoder noise is drawn per image; every decode of that image,
    whatever its budget, starts from this noise (the pipeline's noise rule).
-2. *Search*: the candidate budgets (1, 2, 4, ..., K, clipped to `[min_tokens, max_tokens]`, both bounds included) of
-   all images are decoded together in one mixed-budget batch with `search_num_inference_steps` Euler steps (default
-   `max(1, num_inference_steps // 10)`), and each reconstruction is scored against its input.
+2. *Search*: the candidate budgets (1, 2, 4, ..., K, clipped to `[min_tokens, max_tokens]`, both bounds included)
+   are decoded with `search_num_inference_steps` Euler steps (default `max(1, num_inference_steps // 10)`) and each
+   reconstruction is scored against its input. With fewer steps than the final decode, the search *bisects* the
+   candidates of every image at once (quality grows with the budget): each round decodes one candidate per undecided
+   image, all images in one mixed-budget batch, so J candidates take ceil(log2(J + 1)) rounds (3 for 1, 2, ..., 32).
+   With `search_num_inference_steps == num_inference_steps` every candidate is decoded (one batch) and the choice is
+   exact, without relying on monotonic quality.
 3. *Verification*: each image is decoded at full `num_inference_steps` at the smallest candidate that met the target in
    the search (the largest candidate if none did). An image whose full-step reconstruction misses the target moves to
    the next larger candidate and is decoded again, until it meets the target or reaches the largest candidate. An
@@ -23,7 +27,8 @@ candidate >= the search's pick whose full-step reconstruction meets the target. 
 number of steps (`search_num_inference_steps=num_inference_steps`), no verification decode is needed and the choice is
 exactly the smallest sufficient candidate; with fewer search steps it is that budget whenever the cheap search does
 not overestimate the smallest sufficient one (see `examples/benchmarks/adaptive_budget.py` for the agreement rate).
-The search costs about J * s / S of one full decode of the batch (J candidates, s search steps, S final steps).
+The bisecting search costs about ceil(log2(J + 1)) * s / S of one full decode of the batch (s search steps, S final
+steps); the verification about one full decode plus the retries.
 
 Quality metrics (`quality_metric`):
 - `"psnr"` (default): PSNR in dB of the reconstruction against the processed input, higher is better; the target is a
@@ -75,7 +80,8 @@ class FlexTokAutoBudgetOutput(BaseOutput):
         latents: the final latents `[N, C, h, w]` of the reconstructions at the chosen budgets.
         images: the reconstructions `[N, 3, H, W]` (decoder output, unclamped, about [-1, 1]).
         candidate_budgets: the budgets searched, ascending.
-        search_quality: `[N, J]` the metric of every candidate in the search (fewer steps, same noise).
+        search_quality: `[N, J]` the metric of the candidates decoded in the search (fewer steps, same noise); NaN
+            for candidates the bisection did not need.
         quality_metric: the metric's name; quality_target: the target of each image.
     """
 
@@ -220,6 +226,31 @@ def smallest_sufficient(
 # ---------------------------------------------------------------------------------------------------------------------
 # The search
 # ---------------------------------------------------------------------------------------------------------------------
+def bisect_candidates(score, num_images: int, num_budgets: int, quality_target, quality_metric: str) -> torch.Tensor:
+    """Bisection for the first of `num_budgets` ascending candidates meeting each image's target, all images at once.
+
+    `score(rows, columns)` returns the quality `[len(rows)]` of image `rows[n]` at candidate `columns[n]` (one batch per
+    round). Returns `[N, J]` qualities, NaN where not decoded; `smallest_sufficient` of it gives the bisection's pick
+    (the largest candidate when none of the decoded ones meets the target).
+    """
+    target = torch.as_tensor(quality_target, dtype=torch.float32).reshape(-1).expand(num_images)
+    quality = torch.full((num_images, num_budgets), float("nan"))
+    low = [0] * num_images
+    high = [num_budgets] * num_images  # `num_budgets`: no candidate meets the target
+    while True:
+        rows = [i for i in range(num_images) if low[i] < high[i]]
+        if not rows:
+            return quality
+        columns = [(low[i] + high[i]) // 2 for i in rows]
+        scores = score(rows, columns).float()
+        quality[rows, columns] = scores
+        for i, j, ok in zip(rows, columns, meets_target(scores, target[rows], quality_metric).tolist()):
+            if ok:
+                high[i] = j
+            else:
+                low[i] = j + 1
+
+
 @torch.no_grad()
 def choose_num_tokens(
     pipe,
@@ -260,13 +291,23 @@ def choose_num_tokens(
         quality = reconstruction_quality(images, pixel_values[rows], quality_metric, feature_network).cpu()
         return latents, images, quality
 
-    # 1. Search: every candidate of every image in one mixed-budget batch
+    # 1. Search: every candidate in one batch (exact), or a bisection over the candidates of all images at once
     num_budgets = len(budgets)
-    rows = [i for i in range(num_images) for _ in budgets]
-    columns = [j for _ in range(num_images) for j in range(num_budgets)]
-    search_latents, search_images, search_quality = decode(rows, columns, search_steps)
-    search_quality = search_quality.reshape(num_images, num_budgets)
-    choice, _ = smallest_sufficient(search_quality, targets, quality_metric)
+    if search_steps == num_inference_steps:
+        rows = [i for i in range(num_images) for _ in budgets]
+        columns = [j for _ in range(num_images) for j in range(num_budgets)]
+        search_latents, search_images, search_quality = decode(rows, columns, search_steps)
+        search_quality = search_quality.reshape(num_images, num_budgets)
+        choice, _ = smallest_sufficient(search_quality, targets, quality_metric)
+    else:
+        search_quality = bisect_candidates(
+            lambda rows, columns: decode(rows, columns, search_steps)[2],
+            num_images,
+            num_budgets,
+            targets,
+            quality_metric,
+        )
+        choice, _ = smallest_sufficient(search_quality, targets, quality_metric)
 
     # 2. Verification at full steps (free when the search already ran them)
     if search_steps == num_inference_steps:
@@ -274,18 +315,16 @@ def choose_num_tokens(
         latents, images = search_latents[flat], search_images[flat]
         quality = search_quality[torch.arange(num_images), choice]
     else:
-        latents = torch.empty(num_images, *search_latents.shape[1:], dtype=search_latents.dtype)
-        images = torch.empty(num_images, *search_images.shape[1:], dtype=search_images.dtype)
-        latents, images = latents.to(search_latents.device), images.to(search_images.device)
-        quality = torch.empty(num_images)
         pending = list(range(num_images))
-        while pending:
+        latents, images, quality = decode(pending, choice.tolist(), num_inference_steps)
+        while True:
+            ok = meets_target(quality[pending], targets[pending], quality_metric)
+            pending = [i for i, good in zip(pending, ok.tolist()) if not good and choice[i] < num_budgets - 1]
+            if not pending:
+                break
+            choice[pending] += 1
             new_latents, new_images, new_quality = decode(pending, choice[pending].tolist(), num_inference_steps)
             latents[pending], images[pending], quality[pending] = new_latents, new_images, new_quality
-            ok = meets_target(new_quality, targets[pending], quality_metric)
-            retry = [i for i, good in zip(pending, ok.tolist()) if not good and choice[i] < num_budgets - 1]
-            choice[retry] += 1
-            pending = retry
     met = meets_target(quality, targets, quality_metric)
     if not bool(met.all()):
         missed = (~met).nonzero().flatten().tolist()
