@@ -16,7 +16,7 @@ from torch import nn
 from transformers import pipeline
 
 import flextok_hf  # noqa: F401  (registers the task)
-from flextok_hf import FlexTokModel, FlexTokPipeline
+from flextok_hf import FlexTokAutoBudgetOutput, FlexTokModel, FlexTokPipeline
 from flextok_hf.adaptive_budget import (
     bisect_candidates,
     candidate_budgets,
@@ -172,6 +172,7 @@ def test_fewer_search_steps_then_full_step_verification(pipe, images):
         looked_at[i, seen] = True
         expected.append(first_meeting(full[i], target, start))
     out = pipe.choose_num_tokens(images, quality_target=targets, search_num_inference_steps=1, generator=seeded(0))
+    assert isinstance(out, FlexTokAutoBudgetOutput)
     # the search bisects: it decodes ceil(log2(J + 1)) candidates at most per image, NaN elsewhere
     assert torch.equal(~out.search_quality.isnan(), looked_at)
     assert looked_at.sum(dim=1).max() <= 3

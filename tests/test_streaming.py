@@ -6,9 +6,14 @@ import PIL.Image
 import pytest
 import torch
 
-from flextok_hf import FlexTokClassToImagePipeline, FlexTokFlowScheduler, FlexTokPipeline, FlexTokText2ImagePipeline
+from flextok_hf import (
+    FlexTokClassToImagePipeline,
+    FlexTokFlowScheduler,
+    FlexTokPipeline,
+    FlexTokStreamOutput,
+    FlexTokText2ImagePipeline,
+)
 from flextok_hf.data import sample_images
-from flextok_hf.pipeline_flextok import FlexTokStreamOutput
 from flextok_hf.streaming import preview_budgets, stream_prior
 from flextok_test_utils import tiny_model, tiny_prior
 

@@ -2,12 +2,18 @@
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM
 
+from .adaptive_budget import FlexTokAutoBudgetOutput
 from .configuration_flextok import FlexTokConfig
 from .configuration_flextok_ar import FLEXTOK_AR_PRESETS, FlexTokARConfig
 from .image_processing_flextok import FlexTokImageProcessor
 from .modeling_flextok import FlexTokEncoderOutput, FlexTokModel, FlexTokOutput
 from .modeling_flextok_ar import FlexTokARForCausalLM
-from .pipeline_flextok import FlexTokCoarseToFineOutput, FlexTokPipeline, FlexTokPipelineOutput
+from .pipeline_flextok import (
+    FlexTokCoarseToFineOutput,
+    FlexTokPipeline,
+    FlexTokPipelineOutput,
+    FlexTokStreamOutput,
+)
 from .pipeline_flextok_text2image import FlexTokClassToImagePipeline, FlexTokText2ImagePipeline
 from .pipeline_tokenize import FlexTokTokenizePipeline, register_tokenize_task
 from .scheduling_flextok import FlexTokFlowScheduler
@@ -34,6 +40,8 @@ __all__ = [
     "FlexTokPipeline",
     "FlexTokPipelineOutput",
     "FlexTokCoarseToFineOutput",
+    "FlexTokStreamOutput",
+    "FlexTokAutoBudgetOutput",
     "FlexTokTokenizePipeline",
     "FlexTokText2ImagePipeline",
     "FlexTokClassToImagePipeline",
