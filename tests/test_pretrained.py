@@ -11,10 +11,13 @@ from flextok_hf.data import load_image_dataset
 from flextok_hf.metrics.classifier import load_default_classifier
 from flextok_hf.pretrained import PRETRAINED_DIR, load_default_text2image_pipeline, pretrained_path
 
-# Set from the shipped model's measurements (TRAINING.md: gap ~0.95, K-token class agreement 0.9-1.0, PSNR(K) - PSNR(1)
-# >= 10 dB on held-out images), with margin for the 24 images and one decoder seed used here.
+# Set from the shipped model's measurements (TRAINING.md: gap ~0.95, class kept 0.94-0.97 at K tokens and 0.70-0.76 at 4,
+# PSNR(K) - PSNR(1) >= 8 dB on held-out images; generations on target 98 % at 8 tokens), with margin for the few images
+# and the one decoder seed used here (measured on these 24 images: 0.92 at K, 0.58 at 4 tokens; 8 of 8 generations).
 GAP_THRESHOLD = 0.5
 MIN_ACCURACY_AT_K = 0.75
+MIN_ACCURACY_AT_4 = 0.4
+MIN_GENERATION_ACCURACY_AT_8 = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,8 @@ def test_tokenizer_reconstructions_are_recognisable_and_improve_with_tokens(toke
     full, first = reconstruct(max_tokens), reconstruct(1)
     accuracy = (classifier.classify(full) == labels).float().mean().item()
     assert accuracy >= MIN_ACCURACY_AT_K, accuracy
+    accuracy_at_4 = (classifier.classify(reconstruct(4)) == labels).float().mean().item()
+    assert accuracy_at_4 >= MIN_ACCURACY_AT_4, accuracy_at_4
     mse_full = ((full - pixels) ** 2).mean().item()
     mse_first = ((first - pixels) ** 2).mean().item()
     assert mse_full < 0.3 * mse_first, (mse_full, mse_first)  # PSNR(K) - PSNR(1) > 5 dB
@@ -86,6 +91,25 @@ def test_text2image_generates_the_requested_size_and_budget():
     size = pipe.flextok.config.image_size
     assert len(out.images) == 4 and all(image.size == (size, size) for image in out.images)
     assert len(out.token_ids) == 4 and all(ids.shape == (4,) for ids in out.token_ids)
+
+
+def test_text2image_generations_show_the_prompted_class_from_8_tokens():
+    pipe = load_default_text2image_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    classifier = load_default_classifier()
+    prompts = {"handwritten digit seven": "digit 7", "handwritten digit two": "digit 2", "a giraffe": "giraffe"}
+    prompts["an elephant"] = "elephant"
+    out = pipe(
+        list(prompts),
+        num_tokens=8,
+        num_images_per_prompt=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    )
+    label_ids = {name: index for index, name in classifier.config.id2label.items()}
+    expected = torch.tensor([label_ids[name] for name in prompts.values() for _ in range(2)])
+    accuracy = (classifier.classify(out.images * 2 - 1) == expected).float().mean().item()
+    assert accuracy >= MIN_GENERATION_ACCURACY_AT_8, accuracy
 
 
 def test_showcase_command_writes_both_grids(tmp_path, capsys):
