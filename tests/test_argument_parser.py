@@ -109,3 +109,29 @@ def test_every_training_entry_point_shares_the_base():
     ):
         assert issubclass(cls, FlexTokTrainingArguments), cls
     assert PriorTrainingArguments.required_values["prediction_loss_only"] is True
+
+
+def test_documented_command_lines(tmp_path):
+    """The list forms used in README.md, TRAINING.md and the model cards parse through the real commands."""
+    from flextok_hf.cli import build_parser
+    from flextok_hf.commands.reconstruct import parse_budgets
+    from flextok_hf.training.classifier import parse_classifier_args
+    from flextok_hf.training.tokenizer import parse_tokenizer_args
+    from flextok_hf.training.vae import parse_vae_args
+
+    parser = build_parser()
+    evaluate = parser.parse_args(
+        ["evaluate", "--model", "m", "--dataset", "mnist", "--seeds", "0,1", "--output-dir", "out"]
+    )
+    assert evaluate.seeds == [0, 1] and evaluate.budgets is None
+    generation = parser.parse_args(["evaluate-generation", "--budgets", "1,2,4,8,16,32", "--output-dir", "out"])
+    assert generation.budgets == [1, 2, 4, 8, 16, 32]
+    assert parse_budgets("1,4,16,32") == [1, 4, 16, 32]
+    output = ["--output_dir", str(tmp_path)]
+    model_args, _, training_args = parse_tokenizer_args(
+        ["--config", "cpu_32px", "--encoder_hidden_size", "128", "--fsq_levels", "8,5,5,5", "--sample_budgets", "1",
+         "2", "4", *output]
+    )  # fmt: skip
+    assert model_args.fsq_levels == [8, 5, 5, 5] and training_args.sample_budgets == [1, 2, 4]
+    assert parse_vae_args(["--block_out_channels", "32,64,64", *output])[0].block_out_channels == [32, 64, 64]
+    assert parse_classifier_args(["--widths", "4", "8", *output])[0].widths == [4, 8]
