@@ -14,7 +14,7 @@ First tokenize a dataset once with a trained FlexTok, then train a class- or tex
 
 import sys
 
-from flextok_hf.commands.train_prior import main
+from flextok_hf.training.prior import main
 
 if __name__ == "__main__":
     sys.exit(main())

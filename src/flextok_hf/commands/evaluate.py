@@ -11,15 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
-    return values
+from ..argument_parser import IntListAction
 
 
 def register(subparsers):
@@ -37,8 +29,10 @@ def register(subparsers):
     )
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     parser.add_argument("--num-samples", type=int, default=256, help="first N images of the split (default: 256)")
-    parser.add_argument("--budgets", type=_int_list, default=None, help="e.g. 1,2,4,8 (default: 1,2,4,...,K)")
-    parser.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="decoder seeds (default: 0,1,2)")
+    parser.add_argument(
+        "--budgets", action=IntListAction, minimum=1, default=None, help="e.g. 1,2,4,8 (default: 1,2,4,...,K)"
+    )
+    parser.add_argument("--seeds", action=IntListAction, default=[0, 1, 2], help="decoder seeds (default: 0,1,2)")
     parser.add_argument(
         "--num-inference-steps", type=int, default=None, help="Euler steps (default: the pipeline's stored value)"
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from .evaluate import _int_list
+from ..argument_parser import IntListAction
 
 # Pipeline config key -> the flag that overrides it.
 SAMPLING_FLAGS = {
@@ -31,7 +31,9 @@ def register(subparsers):
     parser.add_argument("--model", default=None, help="generation pipeline folder or Hub id (default: shipped)")
     parser.add_argument("--dataset", default="mnist,animal_mnist", help="labelled dataset(s) giving the conditions")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--budgets", type=_int_list, default=None, help="e.g. 1,2,4,8 (default: 1,2,4,...,K)")
+    parser.add_argument(
+        "--budgets", action=IntListAction, minimum=1, default=None, help="e.g. 1,2,4,8 (default: 1,2,4,...,K)"
+    )
     parser.add_argument("--num-images", type=int, default=4, help="images per condition and budget (default 4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prior-guidance-scale", type=float, default=None, help="default: the pipeline's")

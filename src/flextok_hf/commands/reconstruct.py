@@ -25,13 +25,14 @@ def register(subparsers):
 def parse_budgets(text: str | None) -> list[int] | None:
     if text is None:
         return None
+    from ..argument_parser import parse_int_list
+
     try:
-        budgets = [int(part) for part in text.split(",") if part.strip()]
+        return parse_int_list(text, "--num-tokens", minimum=1)
     except ValueError:
-        budgets = []
-    if not budgets or min(budgets) < 1:
-        raise ValueError(f"`--num-tokens` must be comma-separated positive integers (e.g. 1,4,16), got {text!r}.")
-    return budgets
+        raise ValueError(
+            f"`--num-tokens` must be comma-separated positive integers (e.g. 1,4,16), got {text!r}."
+        ) from None
 
 
 def run(args) -> int:

@@ -1,10 +1,18 @@
 """Training utilities (collators, trainers, callbacks) for flextok_hf."""
 
+from .arguments import FlexTokTrainingArguments
 from .callbacks import EMACallback, LogHistoryCallback, SampleGridCallback, reconstruction_grid
 from .collator import ImageCollator, LatentCollator, cache_latents
 from .lora import add_lora, finetune_lora, load_lora, save_lora
 from .pretokenize import load_pretokenized, merge_datasets, pretokenize, pretokenize_dataset
-from .prior import PRIOR_TRAINING_DEFAULTS, FlexTokARDataCollator, build_prior_trainer, train_prior
+from .prior import (
+    PRIOR_TRAINING_DEFAULTS,
+    FlexTokARDataCollator,
+    PriorTrainingArguments,
+    build_prior_trainer,
+    train_prior,
+    train_prior_from_args,
+)
 from .repa import REPATeacher
 from .tokenizer import (
     FlexTokTrainer,
@@ -13,9 +21,13 @@ from .tokenizer import (
     TokenizerTrainingArguments,
     train_tokenizer,
 )
-from .vae import train_vae
+from .vae import VAETrainingArguments, train_vae
 
 __all__ = [
+    "FlexTokTrainingArguments",
+    "PriorTrainingArguments",
+    "VAETrainingArguments",
+    "train_prior_from_args",
     "PRIOR_TRAINING_DEFAULTS",
     "REPATeacher",
     "add_lora",

@@ -26,20 +26,19 @@ import argparse
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import HfArgumentParser, set_seed
-from transformers.hf_argparser import string_to_bool
+from transformers import set_seed
 from transformers.trainer_utils import IntervalStrategy
 
+from ..argument_parser import FlexTokArgumentParser
 from ..image_processing_flextok import FlexTokImageProcessor
 from ..modeling_flextok import FlexTokModel
 from .callbacks import EMACallback, LogHistoryCallback, SampleGridCallback
 from .collator import ImageCollator
-from .tokenizer import FlexTokTrainer, TokenizerDataArguments, TokenizerTrainingArguments, _parse_ints, load_datasets
+from .tokenizer import FlexTokTrainer, TokenizerDataArguments, TokenizerTrainingArguments, load_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -157,23 +156,13 @@ class LoraTrainingArguments(TokenizerTrainingArguments):
 
 def parse_lora_args(args=None):
     """`(LoraModelArguments, TokenizerDataArguments, LoraTrainingArguments)` from CLI strings, a dict or a JSON file."""
-    if isinstance(args, tuple) and len(args) == 3:
-        return args
-    parser = HfArgumentParser(
+    parser = FlexTokArgumentParser(
         (LoraModelArguments, TokenizerDataArguments, LoraTrainingArguments),
         prog="flextok-hf finetune-lora",
         description="Adapt a trained FlexTok tokenizer to new data with LoRA (peft) and transformers.Trainer.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for action in parser._actions:
-        if action.type is string_to_bool and action.nargs is None:
-            action.nargs, action.const = "?", True
-    if isinstance(args, dict):
-        return parser.parse_dict(args)
-    argv = list(sys.argv[1:] if args is None else args)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(argv)
+    return parser.parse(args)
 
 
 def finetune_lora(args: Sequence[str] | dict | tuple | None = None) -> FlexTokTrainer:
@@ -213,11 +202,10 @@ def finetune_lora(args: Sequence[str] | dict | tuple | None = None) -> FlexTokTr
         ema = EMACallback(training_args.ema_decay, use_warmup=training_args.ema_use_warmup, save_final=False)
         callbacks.append(ema)
     if training_args.num_sample_images > 0:
-        budgets = training_args.sample_budgets
         callbacks.append(
             SampleGridCallback(
                 fixed[: training_args.num_sample_images],
-                budgets=None if budgets is None else _parse_ints("sample_budgets", budgets),
+                budgets=training_args.sample_budgets,
                 every_n_steps=training_args.sample_every_n_steps,
                 num_inference_steps=training_args.sample_num_inference_steps,
                 guidance_scale=training_args.sample_guidance_scale,

@@ -40,7 +40,7 @@ def default_repa_layer(config) -> int:
 
 
 def _is_classifier(module) -> bool:
-    from ..metrics.classifier import FlexTokImageClassifier
+    from ..modeling_flextok_classifier import FlexTokImageClassifier
 
     return isinstance(module, FlexTokImageClassifier)
 
@@ -48,7 +48,7 @@ def _is_classifier(module) -> bool:
 def _load_teacher(name_or_path: str):
     """A teacher module (and its image processor, if any) from a name or a local folder."""
     if name_or_path == CLASSIFIER_TEACHER_NAME:
-        from ..metrics.classifier import load_default_classifier
+        from ..modeling_flextok_classifier import load_default_classifier
 
         return load_default_classifier(), None
     config_file = os.path.join(name_or_path, "config.json")
@@ -56,7 +56,7 @@ def _load_teacher(name_or_path: str):
         with open(config_file) as handle:
             model_type = json.load(handle).get("model_type")
         if model_type == "flextok_classifier":
-            from ..metrics.classifier import FlexTokImageClassifier
+            from ..modeling_flextok_classifier import FlexTokImageClassifier
 
             return FlexTokImageClassifier.from_pretrained(name_or_path, use_safetensors=True), None
     from transformers import AutoImageProcessor, AutoModel
@@ -93,7 +93,7 @@ class REPATeacher(nn.Module):
         model_name_or_path_or_module: a local folder loadable with `transformers.AutoModel` (ViT, DINOv2, DINOv2 with
             registers, DeiT, ... — anything whose config has `image_size`, `patch_size`, `hidden_size` and whose
             output has `last_hidden_state` / `hidden_states`), such a model instance, `"flextok_classifier"` (the
-            shipped classifier, `flextok_hf.metrics.classifier.load_default_classifier()`), a classifier folder or a
+            shipped classifier, `flextok_hf.modeling_flextok_classifier.load_default_classifier()`), a classifier folder or a
             [`FlexTokImageClassifier`] instance.
         image_size: side the images are resized to before the teacher (default: the image processor's crop size,
             else the model config's `image_size`). For ViTs the grid is `image_size // patch_size`.
