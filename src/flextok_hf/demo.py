@@ -250,7 +250,7 @@ class TokenizeHandlers:
         steps = _as_int("num_inference_steps", num_inference_steps, 1, 1000)
         scale = _as_float("guidance_scale", guidance_scale, 1.0, 100.0)
         seed = _as_int("seed", 0 if seed is None else seed, 0, MAX_SEED)
-        return image, k, steps, scale, torch.Generator().manual_seed(seed)
+        return image, k, steps, scale, seed
 
     def tokenize(
         self,
@@ -289,7 +289,7 @@ class TokenizeHandlers:
         from .adaptive_budget import meets_target
         from .metrics.functional import psnr
 
-        image, k, steps, scale, generator = self._inputs(image, num_tokens, num_inference_steps, guidance_scale, seed)
+        image, k, steps, scale, seed = self._inputs(image, num_tokens, num_inference_steps, guidance_scale, seed)
         if budget_mode not in BUDGET_MODES:
             raise gr.Error(f"`budget_mode` must be one of {list(BUDGET_MODES)}, got {budget_mode!r}.")
         auto = budget_mode == "auto"
@@ -304,7 +304,7 @@ class TokenizeHandlers:
                 budgets=budgets,
                 num_inference_steps=steps,
                 guidance_scale=scale,
-                generator=generator,
+                seed=seed,  # the noise rule of `flextok_hf.decoding`: the same image and seed as everywhere else
                 output_type="np",
             )
             for step in stream:
@@ -339,10 +339,12 @@ class TokenizeHandlers:
 
     def reconstruct(self, image, num_tokens, num_inference_steps, guidance_scale, seed):
         """-> the reconstruction from the first `num_tokens` tokens (same noise as in `tokenize` for the same seed)."""
-        image, k, steps, scale, generator = self._inputs(image, num_tokens, num_inference_steps, guidance_scale, seed)
+        image, k, steps, scale, seed = self._inputs(image, num_tokens, num_inference_steps, guidance_scale, seed)
         with self.pool.get() as pipe, _user_errors():
-            output = pipe(image, num_tokens=k, num_inference_steps=steps, guidance_scale=scale, generator=generator)
-        return output.images[0]
+            output = pipe.coarse_to_fine(
+                image, budgets=[k], num_inference_steps=steps, guidance_scale=scale, seed=seed, output_type="pil"
+            )
+        return output.images[0][0]
 
     def reconstruct_if_image(self, image, num_tokens, num_inference_steps, guidance_scale, seed):
         """Slider release: refresh the single reconstruction only when an image is there."""

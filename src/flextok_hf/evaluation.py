@@ -8,8 +8,9 @@ results["linear_probe"] = linear_probe(model, "mnist", "mnist")       # train sp
 write_report(results, "eval/")     # rate_distortion.json, rate_distortion.md, rate_distortion.png
 ```
 
-Every image is tokenized once; its first k ids are detokenized for every budget k and every decoder seed (batches mix
-budgets). Per budget the report gives PSNR, MAE and SSIM (each seed's value is the mean over images; the report shows
+Every image is tokenized once; its first k ids are decoded for every budget k and every decoder seed by
+`flextok_hf.decoding.decode_at_budgets` (its noise rule: image i under seed s starts from the same noise as in
+`coarse_to_fine(seed=s)`, the training grids and the demo). Per budget the report gives PSNR, MAE and SSIM (each seed's value is the mean over images; the report shows
 mean ± sample std over seeds), the Fréchet distance between reconstructions and originals in a feature network's space
 (key `fd_<network name>`; by default the shipped classifier, so it is *not* FID), and, when the dataset's labels are
 classes of the classifier, the classifier's accuracy on reconstructions (`recon_accuracy`) and on the originals.
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .decoding import as_pipeline, default_budgets, iter_decode_at_budgets, sample_seed
 from .diagnostics import token_reliance
 from .metrics.functional import FeatureStatistics, frechet_distance, mae, psnr, ssim
 
@@ -35,12 +37,6 @@ logger = logging.getLogger(__name__)
 
 REPORT_FILES = ("rate_distortion.json", "rate_distortion.md", "rate_distortion.png")
 _IMAGE_METRICS = ("psnr", "mae", "ssim")
-
-
-def default_budgets(num_registers: int) -> list[int]:
-    """1, 2, 4, ... up to K (K itself included even when it is not a power of two)."""
-    budgets = [2**i for i in range(int(math.log2(num_registers)) + 1)]
-    return budgets if budgets[-1] == num_registers else [*budgets, num_registers]
 
 
 def _check_budgets(budgets, num_registers: int) -> list[int]:
@@ -98,11 +94,6 @@ def tokenize_all(model, pixel_values: torch.Tensor, batch_size: int) -> torch.Lo
         for start in range(0, len(pixel_values), batch_size)
     ]
     return torch.cat(rows)
-
-
-def sample_seed(seed: int, index: int) -> int:
-    """Noise seed of image `index` under decoder seed `seed` (a 32-bit hash: torch's CPU generator keeps 32 bits)."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -207,8 +198,8 @@ def evaluate_rate_distortion(
         budgets: token budgets k (default 1, 2, 4, ..., K).
         num_samples: evaluate the first N rows (None: all).
         seeds: decoder seeds; image i with seed s always starts from the same noise, whatever k.
-        num_inference_steps, guidance_scale, adaptive_guidance: passed to `model.detokenize`.
-        batch_size: images per tokenize / detokenize call (detokenize batches mix budgets).
+        num_inference_steps, guidance_scale, adaptive_guidance: decoder sampling (`FlexTokPipeline.detokenize`).
+        batch_size: images per tokenize call and per decoder batch (one budget per decoder batch).
         image_processor: turns dataset images into `pixel_values` (default `FlexTokImageProcessor.from_model_config`).
         feature_network: module mapping images `[B, 3, S, S]` in [-1, 1] to features `[B, D]` for the Fréchet
             distance (default: the shipped classifier's penultimate features); `feature_network_name` (or the
@@ -264,21 +255,24 @@ def evaluate_rate_distortion(
 
     accumulator = _RateDistortionAccumulator(len(seeds), budgets, num_images)
     win_size = min(11, config.image_size - (1 - config.image_size % 2))
-    jobs = [(index, b) for index in range(num_images) for b in range(len(budgets))]
-    batches = [jobs[start : start + batch_size] for start in range(0, len(jobs), batch_size)]
-    bar = tqdm(total=len(seeds) * len(batches), desc="Rate-distortion", disable=not progress_bar)
+    pipe = as_pipeline(model)
+    num_chunks = math.ceil(num_images / batch_size)
+    bar = tqdm(total=len(seeds) * num_chunks * len(budgets), desc="Rate-distortion", disable=not progress_bar)
     for s, seed in enumerate(seeds):
-        for batch in batches:
-            images = torch.tensor([index for index, _ in batch])
-            slots = torch.tensor([b for _, b in batch])
-            reconstructions = model.detokenize(
-                [token_ids[index, : budgets[b]] for index, b in batch],
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
-                adaptive_guidance=adaptive_guidance,
-                generator=[torch.Generator().manual_seed(sample_seed(seed, index)) for index, _ in batch],
-                progress_bar=False,
-            ).clamp(-1, 1)
+        decoded = iter_decode_at_budgets(
+            pipe,
+            token_ids,
+            budgets,
+            seed=seed,
+            batch_size=batch_size,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            adaptive_guidance=adaptive_guidance,
+        )
+        for start, b, reconstructions in decoded:
+            reconstructions = reconstructions.clamp(-1, 1)
+            images = torch.arange(start, start + reconstructions.shape[0])
+            slots = torch.full_like(images, b)
             references = pixel_values[images].to(reconstructions.device)
             scores = {
                 "psnr": psnr(reconstructions, references),
@@ -309,13 +303,14 @@ def evaluate_rate_distortion(
         "classifier": getattr(classifier, "feature_network_name", None) if targets is not None else None,
         "original_accuracy": original_accuracy,
         "per_budget": accumulator.summary(real_features, fd_key),
-        "token_reliance": _token_reliance_summary(model, pixel_values[:batch_size], seeds[0]),
+        "token_reliance": _token_reliance_summary(model, pixel_values[: max(batch_size, 2)], seeds[0]),
         "runtime_seconds": time.perf_counter() - start_time,
     }
 
 
 def _token_reliance_summary(model, pixel_values: torch.Tensor, seed: int) -> dict:
-    """The diagnostic of `flextok_hf.diagnostics.token_reliance` on (up to one batch of) the evaluated images."""
+    """The diagnostic of `flextok_hf.diagnostics.token_reliance` on (up to one batch, at least 2 of) the evaluated
+    images."""
     report = token_reliance(model, pixel_values=pixel_values.to(model.device), seed=seed)
     return {
         "gap": report["gap"],
@@ -549,6 +544,7 @@ def write_report(results: dict, output_dir: str | os.PathLike) -> dict[str, str]
 
 __all__ = [
     "default_budgets",
+    "sample_seed",
     "evaluate_rate_distortion",
     "format_markdown",
     "linear_probe",

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
@@ -32,7 +32,6 @@ from .layers import (
     unpatchify,
 )
 from .quantizer_fsq import FlexTokFSQ
-from .scheduling_flextok import FlexTokFlowScheduler
 
 
 @dataclass
@@ -329,6 +328,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
             )
         return latents
 
+    @apply_forward_hook
     def prepare_token_ids(self, token_ids) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate a batch of id sequences (a list of 1D tensors/lists of mixed lengths, or a `[B, k]` tensor).
 
@@ -378,6 +378,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
         return latents * self.config.vae_scaling_factor
 
     @torch.no_grad()
+    @apply_forward_hook
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents `[B, C, h, w]` -> images `[B, 3, H, W]` (float32, not clamped)."""
         latents = latents.float() / self.config.vae_scaling_factor
@@ -404,6 +405,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
         )
 
     @torch.no_grad()
+    @apply_forward_hook
     def tokenize(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.LongTensor]:
         """Images `[B, 3, H, W]` in [-1, 1] -> B tensors of K ids, ordered coarse to fine."""
         return list(self.encode(pixel_values, generator=generator).token_ids.unbind(0))
@@ -411,6 +413,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
     # ---------------------------------------------------------------------------------------------------------------
     # Detokenize
     # ---------------------------------------------------------------------------------------------------------------
+    @apply_forward_hook
     def predict_velocity(
         self,
         noised_latents: torch.Tensor,
@@ -422,6 +425,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
         """One decoder evaluation: `[B, C, h, w]` at flow times `[B]` in (0, 1] -> velocity `[B, C, h, w]`."""
         return self.decoder(noised_latents, timesteps, quants, keep_k, null_condition_mask)[0]
 
+    @apply_forward_hook
     def guided_velocity(
         self,
         latents: torch.Tensor,
@@ -442,6 +446,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
         v_cond, v_uncond = velocity.chunk(2)
         return guidance.combine(v_cond, v_uncond, float(t))
 
+    @apply_forward_hook
     def prepare_noise(self, batch_size: int, generator=None, latents: torch.Tensor | None = None) -> torch.Tensor:
         """Initial noise `[B, C, h, w]` (float32): `latents` if given, else one draw per sample from `generator`
         (a `torch.Generator` shared across samples, drawn in order, or a list with one generator per sample)."""
@@ -473,61 +478,45 @@ class FlexTokModel(FlexTokPreTrainedModel):
         adaptive_guidance: bool = True,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
-        scheduler: FlexTokFlowScheduler | None = None,
+        scheduler=None,
         output_type: str = "pt",
         apg_momentum: float = -0.5,
         apg_norm_threshold: float = 2.5,
         callback_on_step_end: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
-        progress_bar: bool | Callable = True,
+        progress_bar: bool = True,
     ) -> torch.Tensor:
-        """Id sequences (mixed lengths allowed) -> images `[B, 3, H, W]` (float32, not clamped).
+        """Id sequences (mixed lengths allowed) -> images `[B, 3, H, W]` (float32, not clamped), or the final latents
+        `[B, C, h, w]` with `output_type="latent"`.
 
-        Args:
-            token_ids: list of 1D id tensors/lists (one per image, 1 to K ids each) or a `[B, k]` tensor.
-            num_inference_steps: Euler steps on the uniform grid t = 1, (N-1)/N, ..., 1/N.
-            guidance_scale: CFG scale w (float or callable of t); 1 disables guidance.
-            adaptive_guidance: use APG (momentum `apg_momentum`, norm threshold `apg_norm_threshold`) instead of CFG.
-            generator / latents: initial noise source, or the initial noise itself `[B, C, h, w]`.
-            scheduler: a `FlexTokFlowScheduler` (or compatible); a default one is created if None.
-            output_type: `"pt"` for images, `"latent"` for the final (scaled) latents.
-            callback_on_step_end: `f(step_index, timestep, latents)`; may return replacement latents.
-            progress_bar: True/False for a tqdm bar, or a callable wrapping the step iterable.
+        Kept for backwards compatibility: a thin wrapper around [`FlexTokPipeline.detokenize`], which owns the sampling
+        loop (the same code path). `callback_on_step_end` here is `f(step_index, timestep, latents)` and may return
+        replacement latents; `progress_bar` switches the bar on or off.
         """
-        if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool):
-            raise TypeError(f"`num_inference_steps` must be an int, got {num_inference_steps!r}.")
-        if num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}.")
-        if not (callable(guidance_scale) or isinstance(guidance_scale, (int, float))) or isinstance(
-            guidance_scale, bool
-        ):
-            raise TypeError(f"`guidance_scale` must be a number or a callable of t, got {guidance_scale!r}.")
+        from .pipeline_flextok import FlexTokPipeline  # the loop lives in the pipeline; imported late on purpose
+
         if output_type not in ("pt", "latent"):
             raise ValueError(f"`output_type` must be 'pt' or 'latent', got {output_type!r}.")
-        quants, keep_k = self.prepare_token_ids(token_ids)
-        latents = self.prepare_noise(quants.shape[0], generator, latents)
-        guidance = GuidanceConfig(
+        pipe = FlexTokPipeline.from_flextok(self) if scheduler is None else FlexTokPipeline(self, scheduler)
+        pipe.set_progress_bar_config(disable=not progress_bar, leave=False, desc="FlexTok decoding")
+        step_callback = None
+        if callback_on_step_end is not None:
+
+            def step_callback(pipeline, step_index, timestep, callback_kwargs):
+                replaced = callback_on_step_end(step_index, timestep, callback_kwargs["latents"])
+                return {} if replaced is None else {"latents": replaced}
+
+        return pipe.detokenize(
+            token_ids,
+            num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
-            adaptive_guidance=bool(adaptive_guidance),
+            adaptive_guidance=adaptive_guidance,
+            generator=generator,
+            latents=latents,
+            output_type="raw" if output_type == "pt" else "latent",
+            callback_on_step_end=step_callback,
             apg_momentum=apg_momentum,
             apg_norm_threshold=apg_norm_threshold,
         )
-        scheduler = scheduler if scheduler is not None else FlexTokFlowScheduler()
-        scheduler.set_timesteps(num_inference_steps, device=latents.device)
-        scheduler.set_begin_index(0)
-        steps = list(enumerate(scheduler.timesteps))
-        if callable(progress_bar):
-            steps = progress_bar(steps)
-        else:
-            steps = tqdm(steps, desc="FlexTok decoding", disable=not progress_bar, leave=False)
-        for index, timestep in steps:
-            velocity = self.guided_velocity(latents, scheduler.sigmas[index], quants, keep_k, guidance)
-            latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
-            if callback_on_step_end is not None:
-                replaced = callback_on_step_end(index, timestep, latents)
-                latents = latents if replaced is None else replaced
-        if output_type == "latent":
-            return latents
-        return self.decode_latents(latents)
 
     # ---------------------------------------------------------------------------------------------------------------
     # Training objective

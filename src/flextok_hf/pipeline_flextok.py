@@ -23,6 +23,8 @@ from .adaptive_budget import (
     check_quality_metric,
     check_quality_target,
 )
+from .decoding import check_budgets, decode_at_budgets, decoder_noise, default_budgets, iter_decode_at_budgets
+from .guidance import GuidanceConfig
 from .image_processing_flextok import FlexTokImageProcessor
 from .modeling_flextok import FlexTokModel
 from .scheduling_flextok import FlexTokFlowScheduler
@@ -270,6 +272,7 @@ class FlexTokPipeline(DiffusionPipeline):
         budgets = self._budgets(num_tokens, len(token_ids))
         return [ids[:k] for ids, k in zip(token_ids, budgets)]
 
+    @torch.no_grad()
     def detokenize(
         self,
         token_ids,
@@ -279,27 +282,54 @@ class FlexTokPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
-        callback_on_step_end=None,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        apg_momentum: float = -0.5,
+        apg_norm_threshold: float = 2.5,
     ):
-        """Id sequences (mixed lengths allowed) -> images in `output_type` format."""
+        """Id sequences (mixed lengths allowed) -> images in `output_type` format: the decoder's sampling loop.
+
+        Args:
+            token_ids: a list of 1D id tensors/lists (one per image, 1 to K ids each) or a `[B, k]` tensor.
+            num_inference_steps: Euler steps on the scheduler's grid (None = the pipeline's config).
+            guidance_scale: guidance scale w (a float or a callable of t; 1 disables guidance; None = config).
+            adaptive_guidance: APG (momentum `apg_momentum`, norm threshold `apg_norm_threshold`) instead of CFG.
+            generator / latents: the initial noise source (one draw per image), or the noise itself `[B, C, h, w]`.
+            output_type: `"pil"`, `"np"`, `"pt"`, `"raw"` (unclamped `[B, 3, H, W]`) or `"latent"` (`[B, C, h, w]`).
+            callback_on_step_end: `f(pipe, step_index, timestep, callback_kwargs) -> dict` (diffusers' signature; a
+                `PipelineCallback` works too), called after each step with the tensors named in
+                `callback_on_step_end_tensor_inputs` (default `["latents"]`); a returned `"latents"` replaces them.
+        """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         config = self.config
         steps = config.num_inference_steps if num_inference_steps is None else num_inference_steps
-        step_callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
-        latents = self.flextok.detokenize(
-            token_ids,
-            num_inference_steps=steps,
-            guidance_scale=config.guidance_scale if guidance_scale is None else guidance_scale,
-            adaptive_guidance=config.adaptive_guidance if adaptive_guidance is None else adaptive_guidance,
-            generator=generator,
-            latents=latents,
-            scheduler=self.scheduler,
-            output_type="latent",
-            callback_on_step_end=step_callback,
-            progress_bar=lambda iterable: self.progress_bar(iterable),
+        _check_int("num_inference_steps", steps, 1)
+        guidance_scale = config.guidance_scale if guidance_scale is None else guidance_scale
+        if isinstance(guidance_scale, bool) or not (
+            callable(guidance_scale) or isinstance(guidance_scale, (int, float))
+        ):
+            raise TypeError(f"`guidance_scale` must be a number or a callable of t, got {guidance_scale!r}.")
+        guidance = GuidanceConfig(
+            guidance_scale=guidance_scale,
+            adaptive_guidance=bool(config.adaptive_guidance if adaptive_guidance is None else adaptive_guidance),
+            apg_momentum=apg_momentum,
+            apg_norm_threshold=apg_norm_threshold,
         )
+        tensor_inputs = self._callback_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
+
+        quants, keep_k = self.flextok.prepare_token_ids(token_ids)
+        latents = self.flextok.prepare_noise(quants.shape[0], generator, latents)
+        self.scheduler.set_timesteps(steps, device=latents.device)
+        self.scheduler.set_begin_index(0)
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            velocity = self.flextok.guided_velocity(latents, self.scheduler.sigmas[i], quants, keep_k, guidance)
+            latents = self.scheduler.step(velocity, t, latents).prev_sample
+            if callback_on_step_end is not None:
+                callback_kwargs = dict.fromkeys(tensor_inputs, latents)  # "latents" is the only tensor offered
+                outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                latents = outputs.pop("latents", latents)
+
         images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()
         return images
@@ -490,34 +520,34 @@ class FlexTokPipeline(DiffusionPipeline):
         num_inference_steps: int | None = None,
         guidance_scale: float | Callable | None = None,
         adaptive_guidance: bool | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         stream: bool = False,
+        seed: int | None = None,
     ) -> FlexTokCoarseToFineOutput | Iterator[FlexTokStreamOutput]:
-        """One reconstruction per budget (default 1, 2, 4, ..., K) for each image, all in one batch, every budget of
-        an image starting from the same noise. With `stream=True`, returns [`~FlexTokPipeline.stream_coarse_to_fine`]
-        (a generator yielding each budget as soon as it is decoded) instead."""
+        """One reconstruction per budget (default 1, 2, 4, ..., K) for each image, every budget of an image starting
+        from the same noise, decoded by [`~flextok_hf.decoding.decode_at_budgets`] (one batch per budget).
+
+        The noise: with `seed`, image i gets the noise of `flextok_hf.decoding`'s rule (the same as in the evaluation,
+        the training grids and the demo); else one draw per image from `generator` (one generator, or one per image).
+        With `stream=True`, returns [`~FlexTokPipeline.stream_coarse_to_fine`] (a generator yielding each budget as
+        soon as it is decoded) instead."""
         if stream:
             return self.stream_coarse_to_fine(
-                image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator, output_type
+                image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator, output_type, seed
             )
-        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type)
-        batch_ids = [ids[:k] for ids in token_ids for k in budgets]
-        batch_noise = noise.repeat_interleave(len(budgets), dim=0)
-        images = self.detokenize(
-            batch_ids,
+        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type, seed)
+        images = decode_at_budgets(
+            self,
+            token_ids,
+            budgets,
+            noise=noise,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             adaptive_guidance=adaptive_guidance,
-            latents=batch_noise,
             output_type=output_type,
         )
-        num_budgets = len(budgets)
-        if isinstance(images, list):
-            grouped = [images[i : i + num_budgets] for i in range(0, len(images), num_budgets)]
-        else:
-            grouped = images.reshape(len(token_ids), num_budgets, *images.shape[1:])
-        return FlexTokCoarseToFineOutput(images=grouped, budgets=budgets, token_ids=token_ids)
+        return FlexTokCoarseToFineOutput(images=images, budgets=budgets, token_ids=token_ids)
 
     def stream_coarse_to_fine(
         self,
@@ -526,60 +556,54 @@ class FlexTokPipeline(DiffusionPipeline):
         num_inference_steps: int | None = None,
         guidance_scale: float | Callable | None = None,
         adaptive_guidance: bool | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
+        seed: int | None = None,
     ) -> Iterator[FlexTokStreamOutput]:
         """[`~FlexTokPipeline.coarse_to_fine`] as a generator: the images are tokenized once, then each budget (in
         the order given) is decoded as one batch and yielded right away as a [`FlexTokStreamOutput`] (its `images`
-        are those of every input image at that budget). Same noise per image as `coarse_to_fine`, so the streamed
-        reconstructions equal the non-streamed ones (up to float rounding of the different batch layout). The inputs
-        are checked and tokenized when this is called; decoding happens while iterating."""
-        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type)
-        return self._stream_budgets(
-            token_ids, budgets, noise, num_inference_steps, guidance_scale, adaptive_guidance, output_type
+        are those of every input image at that budget). Same noise and batches as `coarse_to_fine`, so the streamed
+        reconstructions equal the non-streamed ones exactly. The inputs are checked and tokenized when this is
+        called; decoding happens while iterating."""
+        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type, seed)
+        decoded = iter_decode_at_budgets(
+            self,
+            token_ids,
+            budgets,
+            noise=noise,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            adaptive_guidance=adaptive_guidance,
+            output_type=output_type,
         )
+        return self._stream_budgets(decoded, token_ids, budgets)
 
-    @torch.no_grad()
-    def _stream_budgets(
-        self, token_ids, budgets, noise, num_inference_steps, guidance_scale, adaptive_guidance, output_type
-    ) -> Iterator[FlexTokStreamOutput]:
-        for index, k in enumerate(budgets):
-            prefixes = [ids[:k] for ids in token_ids]
-            images = self.detokenize(
-                prefixes,
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
-                adaptive_guidance=adaptive_guidance,
-                latents=noise,
-                output_type=output_type,
-            )
+    @staticmethod
+    def _stream_budgets(decoded, token_ids, budgets) -> Iterator[FlexTokStreamOutput]:
+        for _, j, images in decoded:
+            k = budgets[j]
             yield FlexTokStreamOutput(
-                images=images, token_ids=prefixes, num_tokens=k, is_final=index == len(budgets) - 1
+                images=images, token_ids=[ids[:k] for ids in token_ids], num_tokens=k, is_final=j == len(budgets) - 1
             )
 
-    def _coarse_to_fine_inputs(self, image, budgets, generator, output_type):
-        """-> (all K ids per image, checked budgets, one initial noise per image)."""
+    def _coarse_to_fine_inputs(self, image, budgets, generator, output_type, seed=None):
+        """-> (all K ids per image, checked budgets, one initial noise per image `[N, C, h, w]`)."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if seed is not None and generator is not None:
+            raise ValueError("Pass at most one of `seed` or `generator`.")
+        budgets = check_budgets(budgets, self.flextok.config.num_registers)
         token_ids = self.tokenize(image)
-        budgets = list(budgets) if budgets is not None else self.default_budgets()
-        if len(budgets) == 0:
-            raise ValueError("`budgets` must contain at least one token budget.")
-        for index, k in enumerate(budgets):
-            _check_int(f"budgets[{index}]", k, 1, self.flextok.config.num_registers)
+        if seed is not None:
+            return token_ids, budgets, decoder_noise(self.flextok.config, seed, range(len(token_ids)))
         return token_ids, budgets, self.flextok.prepare_noise(len(token_ids), generator)
 
     # ---------------------------------------------------------------------------------------------------------------
     # Helpers
     # ---------------------------------------------------------------------------------------------------------------
     def default_budgets(self) -> list[int]:
-        """1, 2, 4, ... up to K (K included even when it is not a power of two)."""
-        num_registers = self.flextok.config.num_registers
-        budgets, k = [], 1
-        while k < num_registers:
-            budgets.append(k)
-            k *= 2
-        return budgets + [num_registers]
+        """1, 2, 4, ... up to K (K included even when it is not a power of two); see `flextok_hf.decoding`."""
+        return default_budgets(self.flextok.config.num_registers)
 
     def _budgets(self, num_tokens, batch_size: int) -> list[int]:
         num_registers = self.flextok.config.num_registers
@@ -597,9 +621,8 @@ class FlexTokPipeline(DiffusionPipeline):
         _check_int("num_tokens", num_tokens, 1, num_registers)
         return [int(num_tokens)] * batch_size
 
-    def _step_callback(self, callback_on_step_end, tensor_inputs):
-        if callback_on_step_end is None:
-            return None
+    def _callback_inputs(self, callback_on_step_end, tensor_inputs) -> list[str]:
+        """The tensor names handed to `callback_on_step_end` (a `PipelineCallback` brings its own)."""
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             tensor_inputs = callback_on_step_end.tensor_inputs
         tensor_inputs = list(tensor_inputs or ["latents"])
@@ -608,15 +631,7 @@ class FlexTokPipeline(DiffusionPipeline):
             raise ValueError(
                 f"`callback_on_step_end_tensor_inputs` has {unknown}; allowed: {self._callback_tensor_inputs}."
             )
-
-        def step_callback(step_index, timestep, latents):
-            callback_kwargs = {}
-            for name in tensor_inputs:  # a plain loop: `locals()` in a comprehension breaks on Python 3.11
-                callback_kwargs[name] = latents
-            outputs = callback_on_step_end(self, step_index, timestep, callback_kwargs) or {}
-            return outputs.get("latents", latents)
-
-        return step_callback
+        return tensor_inputs
 
 
 __all__ = ["FlexTokPipeline", "FlexTokPipelineOutput", "FlexTokCoarseToFineOutput", "FlexTokStreamOutput"]
