@@ -8,7 +8,8 @@ from .image_processing_flextok import FlexTokImageProcessor
 from .modeling_flextok import FlexTokEncoderOutput, FlexTokModel, FlexTokOutput
 from .modeling_flextok_ar import FlexTokARForCausalLM
 from .pipeline_flextok import FlexTokCoarseToFineOutput, FlexTokPipeline, FlexTokPipelineOutput
-from .pipeline_flextok_text2image import FlexTokClassToImagePipeline, FlexTokText2ImagePipeline
+from .pipeline_flextok_class2image import FlexTokClassToImagePipeline
+from .pipeline_flextok_text2image import FlexTokText2ImagePipeline
 from .pipeline_tokenize import FlexTokTokenizePipeline, register_tokenize_task
 from .scheduling_flextok import FlexTokFlowScheduler
 

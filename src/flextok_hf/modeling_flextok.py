@@ -1,14 +1,17 @@
 """FlexTok: a 1D, ordered, variable-length image tokenizer with a rectified-flow decoder (arXiv 2502.13967).
 
 pixels -> (frozen VAE) -> latents -> encoder (ViT + K registers, prefix-LM mask) -> FSQ ids
-ids[:k] -> decoder registers (slots >= k hold a mask token) + noised latent patches -> velocity -> Euler sampler.
+ids[:k] -> decoder registers (slots >= k hold a mask token) + noised latent patches -> velocity.
+
+The model holds the pieces a sampler needs (`encode`/`tokenize`, `prepare_token_ids`, `prepare_noise`,
+`predict_velocity`, `guided_velocity`, `decode_latents`, marked with diffusers' `apply_forward_hook` so CPU offload
+moves the model in time); the sampling loop itself lives in `FlexTokPipeline.detokenize`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,202 +21,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
 
 from .configuration_flextok import FlexTokConfig
 from .guidance import GuidanceConfig
-from .layers import (
-    FlexTokAdaLNBlock,
-    FlexTokBlock,
-    FlexTokPatchEmbedding,
-    FlexTokTimestepEmbedding,
-    fp32_layer_norm,
-    sincos_2d_posemb,
-    unpatchify,
-)
+from .layers import FlexTokAdaLNBlock, FlexTokTimestepEmbedding
+from .modeling_flextok_decoder import FlexTokDecoder, FlexTokDecoderHead, FlexTokREPAProjector
+from .modeling_flextok_encoder import FlexTokEncoder, prefix_lm_mask
+from .modeling_flextok_outputs import FlexTokEncoderOutput, FlexTokOutput
 from .quantizer_fsq import FlexTokFSQ
-
-
-@dataclass
-class FlexTokEncoderOutput(ModelOutput):
-    """Tokenization of a batch.
-
-    Args:
-        token_ids (`torch.LongTensor` of shape `[B, K]`): FSQ ids in `[0, codebook_size)`.
-        quants (`torch.FloatTensor` of shape `[B, K, d]`): FSQ codes.
-        pre_quant (`torch.FloatTensor` of shape `[B, K, d]`): encoder readout before quantization.
-        latents (`torch.FloatTensor` of shape `[B, C, h, w]`): scaled VAE latents (or pixels in pixel space).
-    """
-
-    token_ids: torch.LongTensor | None = None
-    quants: torch.FloatTensor | None = None
-    pre_quant: torch.FloatTensor | None = None
-    latents: torch.FloatTensor | None = None
-
-
-@dataclass
-class FlexTokOutput(ModelOutput):
-    """Output of the training objective.
-
-    Args:
-        loss (`torch.FloatTensor`, scalar): total loss (rectified-flow MSE + optional REPA / x0 terms).
-        token_ids (`torch.LongTensor` `[B, K]`): the ids of the encoded images.
-        velocity (`torch.FloatTensor` `[B, C, h, w]`): predicted velocity v = eps - x0.
-        target (`torch.FloatTensor` `[B, C, h, w]`): eps - x0.
-        sigmas (`torch.FloatTensor` `[B]`), keep_k (`torch.LongTensor` `[B]`),
-        null_condition_mask (`torch.BoolTensor` `[B]`), noise (`[B, C, h, w]`): the random draws of this step.
-        rf_loss, repa_loss, x0_loss: the loss terms (None when absent).
-    """
-
-    loss: torch.FloatTensor | None = None
-    token_ids: torch.LongTensor | None = None
-    velocity: torch.FloatTensor | None = None
-    target: torch.FloatTensor | None = None
-    sigmas: torch.FloatTensor | None = None
-    keep_k: torch.LongTensor | None = None
-    null_condition_mask: torch.BoolTensor | None = None
-    noise: torch.FloatTensor | None = None
-    rf_loss: torch.FloatTensor | None = None
-    repa_loss: torch.FloatTensor | None = None
-    x0_loss: torch.FloatTensor | None = None
-
-
-def prefix_lm_mask(num_patches: int, num_registers: int, device=None) -> torch.Tensor:
-    """Encoder mask `[N, N]` (True = may attend): patches see patches; register i sees all patches and registers <= i."""
-    length = num_patches + num_registers
-    mask = torch.zeros(length, length, dtype=torch.bool, device=device)
-    mask[:num_patches, :num_patches] = True
-    mask[num_patches:, :num_patches] = True
-    mask[num_patches:, num_patches:] = torch.ones(num_registers, num_registers, dtype=torch.bool, device=device).tril()
-    return mask
-
-
-class FlexTokEncoder(nn.Module):
-    """Latents `[B, C, h, w]` -> pre-quant register readout `[B, K, d]`."""
-
-    def __init__(self, config: FlexTokConfig):
-        super().__init__()
-        dim = config.encoder_hidden_size
-        self.config = config
-        self.patch_embed = FlexTokPatchEmbedding(config.patch_size, config.latent_channels, dim)
-        self.registers = nn.Parameter(torch.zeros(config.num_registers, dim))
-        self.layers = nn.ModuleList(
-            FlexTokBlock(config, dim, config.encoder_head_dim) for _ in range(config.encoder_num_layers)
-        )
-        self.to_codes = nn.Linear(dim, len(config.fsq_levels))
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        grid = self.config.latent_size // self.config.patch_size
-        patches = self.patch_embed(latents)
-        patches = patches + sincos_2d_posemb(patches.shape[-1], grid, grid).to(patches)
-        registers = self.registers[None].expand(patches.shape[0], -1, -1).to(patches.dtype)
-        hidden_states = torch.cat([patches, registers], dim=1)
-        mask = prefix_lm_mask(patches.shape[1], registers.shape[1], device=patches.device)[None, None]
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, mask)
-        registers_out = hidden_states[:, patches.shape[1] :]
-        return self.to_codes(fp32_layer_norm(registers_out, self.config.layer_norm_eps))
-
-
-class FlexTokDecoderHead(nn.Module):
-    """`LN(x) * (1 + scale) + shift` (adaLN from the time embedding, shift first; optional) -> Linear to patch values."""
-
-    def __init__(self, config: FlexTokConfig, dim: int, out_features: int):
-        super().__init__()
-        self.eps = config.layer_norm_eps
-        self.adaln_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim)) if config.head_adaln else None
-        self.proj = nn.Linear(dim, out_features)
-
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        hidden_states = fp32_layer_norm(hidden_states, self.eps)
-        if self.adaln_modulation is not None:
-            shift, scale = self.adaln_modulation(temb)[:, None].chunk(2, dim=-1)
-            hidden_states = hidden_states * (1 + scale) + shift
-        return self.proj(hidden_states)
-
-
-class FlexTokDecoder(nn.Module):
-    """Rectified-flow decoder: (noised latents, t, FSQ codes, keep_k, null mask) -> velocity `[B, C, h, w]`."""
-
-    def __init__(self, config: FlexTokConfig):
-        super().__init__()
-        dim = config.decoder_hidden_size
-        self.config = config
-        self.from_codes = nn.Linear(len(config.fsq_levels), dim)
-        self.register_posemb = (
-            nn.Parameter(torch.zeros(config.num_registers, dim))
-            if config.register_posemb_type == "learnable_sum"
-            else None
-        )
-        self.mask_token = nn.Parameter(torch.zeros(dim))
-        self.null_condition = nn.Parameter(torch.zeros(dim)) if config.null_condition_mode == "learned" else None
-        self.patch_embed = FlexTokPatchEmbedding(config.patch_size, config.latent_channels, dim)
-        self.time_embed = FlexTokTimestepEmbedding(dim, config.time_embedding_size, config.max_timestep)
-        self.layers = nn.ModuleList(
-            FlexTokAdaLNBlock(config, dim, config.decoder_head_dim) for _ in range(config.decoder_num_layers)
-        )
-        self.head = FlexTokDecoderHead(config, dim, config.patch_size**2 * config.latent_channels)
-
-    def embed_registers(
-        self, quants: torch.Tensor, keep_k: torch.Tensor, null_condition_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Codes `[B, K, d]` -> register tokens `[B, K, D]`: Linear (+ LayerNorm if `normalize_registers`), + posemb,
-        slots >= k <- mask token, then null."""
-        registers = self.from_codes(quants.to(self.from_codes.weight.dtype))
-        if self.config.normalize_registers:
-            registers = fp32_layer_norm(registers, self.config.layer_norm_eps)
-        if self.register_posemb is not None:
-            registers = registers + self.register_posemb
-        slots = torch.arange(registers.shape[1], device=registers.device)
-        dropped = slots[None, :] >= keep_k.to(registers.device)[:, None]
-        registers = torch.where(dropped[..., None], self.mask_token.to(registers.dtype), registers)
-        if null_condition_mask is not None:
-            null = self.null_condition if self.null_condition is not None else torch.zeros_like(self.mask_token)
-            registers = torch.where(
-                null_condition_mask.to(registers.device)[:, None, None], null.to(registers.dtype), registers
-            )
-        return registers
-
-    def forward(
-        self,
-        noised_latents: torch.Tensor,
-        timesteps: torch.Tensor,
-        quants: torch.Tensor,
-        keep_k: torch.Tensor,
-        null_condition_mask: torch.Tensor | None = None,
-        output_layer: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns the velocity `[B, C, h, w]` (float32) and, if `output_layer` is set, that block's patch tokens."""
-        config = self.config
-        grid = config.latent_size // config.patch_size
-        patches = self.patch_embed(noised_latents)
-        patches = patches + sincos_2d_posemb(patches.shape[-1], grid, grid).to(patches)
-        registers = self.embed_registers(quants, keep_k, null_condition_mask)
-        hidden_states = torch.cat([patches, registers], dim=1)
-        temb = self.time_embed(timesteps)
-        group_sizes = (patches.shape[1], registers.shape[1])
-        intermediate = None
-        for index, layer in enumerate(self.layers):
-            hidden_states = layer(hidden_states, temb, group_sizes)
-            if index == output_layer:
-                intermediate = hidden_states[:, : patches.shape[1]]
-        patch_values = self.head(hidden_states[:, : patches.shape[1]], temb)
-        size = config.latent_size
-        velocity = unpatchify(patch_values, config.patch_size, config.latent_channels, size, size)
-        return velocity.float(), intermediate
-
-
-class FlexTokREPAProjector(nn.Module):
-    """REPA projector: 3-layer SiLU MLP from decoder width to the teacher's feature size."""
-
-    def __init__(self, dim: int, hidden: int, out_features: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, out_features)
-        )
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.net(hidden_states)
 
 
 class FlexTokPreTrainedModel(PreTrainedModel):
@@ -266,7 +81,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
     """FlexTok tokenizer + rectified-flow detokenizer in one checkpoint.
 
     - `tokenize(pixel_values)` -> list of `[K]` id tensors (keep any prefix `ids[:k]`, 1 <= k <= K);
-    - `detokenize(token_ids, ...)` -> images from id sequences of mixed lengths;
+    - `detokenize(token_ids, ...)` -> images from id sequences of mixed lengths (through `FlexTokPipeline`'s loop);
     - `forward(pixel_values)` -> the training objective (`FlexTokOutput`, loss first).
     """
 
@@ -636,31 +451,26 @@ class FlexTokModel(FlexTokPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def repa_loss(self, decoder_hidden: torch.Tensor, repa_target: torch.Tensor) -> torch.Tensor:
-        """Negative cosine similarity between projected decoder patch tokens `[B, N, D]` and teacher features
-        (`[B, N', F]` on a square grid, or `[B, F, h', w']`) resized to the decoder's patch grid."""
+        """REPA term: see [`FlexTokREPAProjector.alignment_loss`]."""
         if self.repa_projector is None:
             raise ValueError("`repa_target` was given but the model has no REPA projector (set `config.repa_layer`).")
         grid = self.config.latent_size // self.config.patch_size
-        target = repa_target.float()
-        if target.ndim == 3:
-            side = math.isqrt(target.shape[1])
-            if side * side != target.shape[1]:
-                raise ValueError(f"`repa_target` [B, N', F] needs a square N', got N'={target.shape[1]}.")
-            target = target.transpose(1, 2).reshape(target.shape[0], target.shape[2], side, side)
-        if target.ndim != 4 or target.shape[1] != self.config.repa_feature_dim:
-            raise ValueError(
-                f"`repa_target` must be [B, N', {self.config.repa_feature_dim}] or [B, {self.config.repa_feature_dim}, "
-                f"h', w'], got {tuple(repa_target.shape)}."
-            )
-        if target.shape[-2:] != (grid, grid):
-            target = F.interpolate(target, size=(grid, grid), mode="bilinear", align_corners=False)
-        target = target.flatten(2).transpose(1, 2)
-        projected = self.repa_projector(decoder_hidden).float()
-        return -F.cosine_similarity(projected, target, dim=-1).mean()
+        return self.repa_projector.alignment_loss(decoder_hidden, repa_target, grid)
 
 
 def count_parameters(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["FlexTokModel", "FlexTokPreTrainedModel", "FlexTokOutput", "FlexTokEncoderOutput", "count_parameters"]
+__all__ = [
+    "FlexTokModel",
+    "FlexTokPreTrainedModel",
+    "FlexTokOutput",
+    "FlexTokEncoderOutput",
+    "FlexTokEncoder",
+    "FlexTokDecoder",
+    "FlexTokDecoderHead",
+    "FlexTokREPAProjector",
+    "count_parameters",
+    "prefix_lm_mask",
+]

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
-import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.utils import BaseOutput
 
 from . import adaptive_budget
 from .adaptive_budget import (
@@ -23,105 +20,18 @@ from .adaptive_budget import (
     check_quality_metric,
     check_quality_target,
 )
-from .decoding import check_budgets, decode_at_budgets, decoder_noise, default_budgets, iter_decode_at_budgets
 from .guidance import GuidanceConfig
 from .image_processing_flextok import FlexTokImageProcessor
 from .modeling_flextok import FlexTokModel
+from .pipeline_flextok_coarse_to_fine import FlexTokCoarseToFineMixin
+from .pipeline_flextok_output import (
+    OUTPUT_TYPES,
+    FlexTokCoarseToFineOutput,
+    FlexTokPipelineOutput,
+    FlexTokStreamOutput,
+)
+from .pipeline_loading import PIPELINE_FILE_PATTERNS, local_pipeline_folder
 from .scheduling_flextok import FlexTokFlowScheduler
-
-OUTPUT_TYPES = ("pil", "np", "pt", "raw", "latent")
-# Files a saved pipeline consists of (what `from_pretrained` downloads from the Hub): safetensors and configs only.
-PIPELINE_FILE_PATTERNS = [
-    "*.json",
-    "*.safetensors",
-    "*/*.json",
-    "*/*.safetensors",
-    "*/*.txt",
-    "*/*.model",
-    "README.md",
-]
-
-
-@dataclass
-class FlexTokPipelineOutput(BaseOutput):
-    """Output of [`FlexTokPipeline`].
-
-    Args:
-        images: reconstructions — a list of PIL images (`"pil"`), an array `[B, H, W, 3]` in [0, 1] (`"np"`), a tensor
-            `[B, 3, H, W]` in [0, 1] (`"pt"`), the decoder's unclamped output `[B, 3, H, W]` in about [-1, 1]
-            (`"raw"`) or the final latents `[B, C, h, w]` (`"latent"`).
-        token_ids: the ids each image was decoded from (one 1D `LongTensor` per image, of its budget's length).
-        num_tokens: the budget of each image (with `num_tokens="auto"`: the chosen one).
-        quality: with `num_tokens="auto"`, the quality metric of each returned reconstruction (e.g. PSNR in dB).
-        target_met: with `num_tokens="auto"`, whether each image met its quality target (False: it got the largest
-            allowed budget without reaching it).
-    """
-
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
-    token_ids: list[torch.LongTensor]
-    num_tokens: list[int] | None = None
-    quality: list[float] | None = None
-    target_met: list[bool] | None = None
-
-
-@dataclass
-class FlexTokCoarseToFineOutput(BaseOutput):
-    """Output of [`FlexTokPipeline.coarse_to_fine`].
-
-    Args:
-        images: `images[i][j]` is image i reconstructed from its first `budgets[j]` tokens (format by `output_type`;
-            for `"np"` an array `[N, J, H, W, 3]`, for `"pt"`/`"raw"` a tensor `[N, J, 3, H, W]`).
-        budgets: the token budgets, in column order.
-        token_ids: the full id sequence of each image.
-    """
-
-    images: list | np.ndarray | torch.Tensor
-    budgets: list[int]
-    token_ids: list[torch.LongTensor]
-
-
-@dataclass
-class FlexTokStreamOutput(BaseOutput):
-    """One step of a streamed output ([`FlexTokPipeline.stream_coarse_to_fine`], the generation pipelines' `stream`).
-
-    Args:
-        images: the reconstructions (or previews) of all images from their first `num_tokens` ids (format by
-            `output_type`, as in [`FlexTokPipelineOutput`]).
-        token_ids: the ids each image was decoded from (length `num_tokens`).
-        num_tokens: the budget of this step.
-        is_final: True for the last step (for generation: the final images, equal to the non-streamed ones).
-    """
-
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
-    token_ids: list[torch.LongTensor]
-    num_tokens: int
-    is_final: bool
-
-
-def local_pipeline_folder(pretrained_model_name_or_path: str | os.PathLike, kwargs: dict) -> str:
-    """The path itself if it is a folder, else a `snapshot_download` of the Hub repo (configs and safetensors only).
-
-    Pops the Hub-only arguments (`revision`, `token`) from `kwargs`; diffusers cannot resolve components from a pip
-    package given a Hub id, so pipelines download first and load from the local snapshot.
-    """
-    path = os.path.expanduser(os.fspath(pretrained_model_name_or_path))
-    if os.path.isdir(path):
-        return path
-    from huggingface_hub import snapshot_download
-
-    from .loading import hub_errors, looks_like_local_path
-
-    if looks_like_local_path(path):
-        raise FileNotFoundError(f"No such folder: {path!r}. Pass an existing pipeline folder or a Hub id.")
-    with hub_errors(path):
-        return snapshot_download(
-            path,
-            revision=kwargs.pop("revision", None),
-            token=kwargs.pop("token", None),
-            cache_dir=kwargs.get("cache_dir"),
-            local_files_only=kwargs.get("local_files_only", False),
-            allow_patterns=PIPELINE_FILE_PATTERNS,
-        )
 
 
 def _check_int(name: str, value, low: int, high: int | None = None):
@@ -132,7 +42,7 @@ def _check_int(name: str, value, low: int, high: int | None = None):
         raise ValueError(f"`{name}` must be in {allowed}, got {value}.")
 
 
-class FlexTokPipeline(DiffusionPipeline):
+class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
     r"""
     Tokenize images into FlexTok's ordered 1D token sequences and reconstruct them from any prefix.
 
@@ -512,99 +422,6 @@ class FlexTokPipeline(DiffusionPipeline):
             return images, token_ids
         return FlexTokPipelineOutput(images=images, token_ids=token_ids, num_tokens=[len(ids) for ids in token_ids])
 
-    @torch.no_grad()
-    def coarse_to_fine(
-        self,
-        image,
-        budgets: list[int] | tuple[int, ...] | None = None,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | Callable | None = None,
-        adaptive_guidance: bool | None = None,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        output_type: str = "pil",
-        stream: bool = False,
-        seed: int | None = None,
-    ) -> FlexTokCoarseToFineOutput | Iterator[FlexTokStreamOutput]:
-        """One reconstruction per budget (default 1, 2, 4, ..., K) for each image, every budget of an image starting
-        from the same noise, decoded by [`~flextok_hf.decoding.decode_at_budgets`] (one batch per budget).
-
-        The noise: with `seed`, image i gets the noise of `flextok_hf.decoding`'s rule (the same as in the evaluation,
-        the training grids and the demo); else one draw per image from `generator` (one generator, or one per image).
-        With `stream=True`, returns [`~FlexTokPipeline.stream_coarse_to_fine`] (a generator yielding each budget as
-        soon as it is decoded) instead."""
-        if stream:
-            return self.stream_coarse_to_fine(
-                image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator, output_type, seed
-            )
-        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type, seed)
-        images = decode_at_budgets(
-            self,
-            token_ids,
-            budgets,
-            noise=noise,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            adaptive_guidance=adaptive_guidance,
-            output_type=output_type,
-        )
-        return FlexTokCoarseToFineOutput(images=images, budgets=budgets, token_ids=token_ids)
-
-    def stream_coarse_to_fine(
-        self,
-        image,
-        budgets: list[int] | tuple[int, ...] | None = None,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | Callable | None = None,
-        adaptive_guidance: bool | None = None,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        output_type: str = "pil",
-        seed: int | None = None,
-    ) -> Iterator[FlexTokStreamOutput]:
-        """[`~FlexTokPipeline.coarse_to_fine`] as a generator: the images are tokenized once, then each budget (in
-        the order given) is decoded as one batch and yielded right away as a [`FlexTokStreamOutput`] (its `images`
-        are those of every input image at that budget). Same noise and batches as `coarse_to_fine`, so the streamed
-        reconstructions equal the non-streamed ones exactly. The inputs are checked and tokenized when this is
-        called; decoding happens while iterating."""
-        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type, seed)
-        decoded = iter_decode_at_budgets(
-            self,
-            token_ids,
-            budgets,
-            noise=noise,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            adaptive_guidance=adaptive_guidance,
-            output_type=output_type,
-        )
-        return self._stream_budgets(decoded, token_ids, budgets)
-
-    @staticmethod
-    def _stream_budgets(decoded, token_ids, budgets) -> Iterator[FlexTokStreamOutput]:
-        for _, j, images in decoded:
-            k = budgets[j]
-            yield FlexTokStreamOutput(
-                images=images, token_ids=[ids[:k] for ids in token_ids], num_tokens=k, is_final=j == len(budgets) - 1
-            )
-
-    def _coarse_to_fine_inputs(self, image, budgets, generator, output_type, seed=None):
-        """-> (all K ids per image, checked budgets, one initial noise per image `[N, C, h, w]`)."""
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-        if seed is not None and generator is not None:
-            raise ValueError("Pass at most one of `seed` or `generator`.")
-        budgets = check_budgets(budgets, self.flextok.config.num_registers)
-        token_ids = self.tokenize(image)
-        if seed is not None:
-            return token_ids, budgets, decoder_noise(self.flextok.config, seed, range(len(token_ids)))
-        return token_ids, budgets, self.flextok.prepare_noise(len(token_ids), generator)
-
-    # ---------------------------------------------------------------------------------------------------------------
-    # Helpers
-    # ---------------------------------------------------------------------------------------------------------------
-    def default_budgets(self) -> list[int]:
-        """1, 2, 4, ... up to K (K included even when it is not a power of two); see `flextok_hf.decoding`."""
-        return default_budgets(self.flextok.config.num_registers)
-
     def _budgets(self, num_tokens, batch_size: int) -> list[int]:
         num_registers = self.flextok.config.num_registers
         if num_tokens is None:
@@ -634,4 +451,12 @@ class FlexTokPipeline(DiffusionPipeline):
         return tensor_inputs
 
 
-__all__ = ["FlexTokPipeline", "FlexTokPipelineOutput", "FlexTokCoarseToFineOutput", "FlexTokStreamOutput"]
+__all__ = [
+    "OUTPUT_TYPES",
+    "PIPELINE_FILE_PATTERNS",
+    "FlexTokPipeline",
+    "FlexTokPipelineOutput",
+    "FlexTokCoarseToFineOutput",
+    "FlexTokStreamOutput",
+    "local_pipeline_folder",
+]
