@@ -14,7 +14,8 @@ from .pipeline_flextok import (
     FlexTokPipelineOutput,
     FlexTokStreamOutput,
 )
-from .pipeline_flextok_text2image import FlexTokClassToImagePipeline, FlexTokText2ImagePipeline
+from .pipeline_flextok_class2image import FlexTokClassToImagePipeline
+from .pipeline_flextok_text2image import FlexTokText2ImagePipeline
 from .pipeline_tokenize import FlexTokTokenizePipeline, register_tokenize_task
 from .scheduling_flextok import FlexTokFlowScheduler
 

@@ -1,220 +1,34 @@
 """FlexTok: a 1D, ordered, variable-length image tokenizer with a rectified-flow decoder (arXiv 2502.13967).
 
 pixels -> (frozen VAE) -> latents -> encoder (ViT + K registers, prefix-LM mask) -> FSQ ids
-ids[:k] -> decoder registers (slots >= k hold a mask token) + noised latent patches -> velocity -> Euler sampler.
+ids[:k] -> decoder registers (slots >= k hold a mask token) + noised latent patches -> velocity.
+
+The model holds the pieces a sampler needs (`encode`/`tokenize`, `prepare_token_ids`, `prepare_noise`,
+`predict_velocity`, `guided_velocity`, `decode_latents`, marked with diffusers' `apply_forward_hook` so CPU offload
+moves the model in time); the sampling loop itself lives in `FlexTokPipeline.detokenize`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
 
 from .configuration_flextok import FlexTokConfig
 from .guidance import GuidanceConfig
-from .layers import (
-    FlexTokAdaLNBlock,
-    FlexTokBlock,
-    FlexTokPatchEmbedding,
-    FlexTokTimestepEmbedding,
-    fp32_layer_norm,
-    sincos_2d_posemb,
-    unpatchify,
-)
+from .layers import FlexTokAdaLNBlock, FlexTokTimestepEmbedding
+from .modeling_flextok_decoder import FlexTokDecoder, FlexTokDecoderHead, FlexTokREPAProjector
+from .modeling_flextok_encoder import FlexTokEncoder, prefix_lm_mask
+from .modeling_flextok_outputs import FlexTokEncoderOutput, FlexTokOutput
 from .quantizer_fsq import FlexTokFSQ
-from .scheduling_flextok import FlexTokFlowScheduler
-
-
-@dataclass
-class FlexTokEncoderOutput(ModelOutput):
-    """Tokenization of a batch.
-
-    Args:
-        token_ids (`torch.LongTensor` of shape `[B, K]`): FSQ ids in `[0, codebook_size)`.
-        quants (`torch.FloatTensor` of shape `[B, K, d]`): FSQ codes.
-        pre_quant (`torch.FloatTensor` of shape `[B, K, d]`): encoder readout before quantization.
-        latents (`torch.FloatTensor` of shape `[B, C, h, w]`): scaled VAE latents (or pixels in pixel space).
-    """
-
-    token_ids: torch.LongTensor | None = None
-    quants: torch.FloatTensor | None = None
-    pre_quant: torch.FloatTensor | None = None
-    latents: torch.FloatTensor | None = None
-
-
-@dataclass
-class FlexTokOutput(ModelOutput):
-    """Output of the training objective.
-
-    Args:
-        loss (`torch.FloatTensor`, scalar): total loss (rectified-flow MSE + optional REPA / x0 terms).
-        token_ids (`torch.LongTensor` `[B, K]`): the ids of the encoded images.
-        velocity (`torch.FloatTensor` `[B, C, h, w]`): predicted velocity v = eps - x0.
-        target (`torch.FloatTensor` `[B, C, h, w]`): eps - x0.
-        sigmas (`torch.FloatTensor` `[B]`), keep_k (`torch.LongTensor` `[B]`),
-        null_condition_mask (`torch.BoolTensor` `[B]`), noise (`[B, C, h, w]`): the random draws of this step.
-        rf_loss, repa_loss, x0_loss: the loss terms (None when absent).
-    """
-
-    loss: torch.FloatTensor | None = None
-    token_ids: torch.LongTensor | None = None
-    velocity: torch.FloatTensor | None = None
-    target: torch.FloatTensor | None = None
-    sigmas: torch.FloatTensor | None = None
-    keep_k: torch.LongTensor | None = None
-    null_condition_mask: torch.BoolTensor | None = None
-    noise: torch.FloatTensor | None = None
-    rf_loss: torch.FloatTensor | None = None
-    repa_loss: torch.FloatTensor | None = None
-    x0_loss: torch.FloatTensor | None = None
-
-
-def prefix_lm_mask(num_patches: int, num_registers: int, device=None) -> torch.Tensor:
-    """Encoder mask `[N, N]` (True = may attend): patches see patches; register i sees all patches and registers <= i."""
-    length = num_patches + num_registers
-    mask = torch.zeros(length, length, dtype=torch.bool, device=device)
-    mask[:num_patches, :num_patches] = True
-    mask[num_patches:, :num_patches] = True
-    mask[num_patches:, num_patches:] = torch.ones(num_registers, num_registers, dtype=torch.bool, device=device).tril()
-    return mask
-
-
-class FlexTokEncoder(nn.Module):
-    """Latents `[B, C, h, w]` -> pre-quant register readout `[B, K, d]`."""
-
-    def __init__(self, config: FlexTokConfig):
-        super().__init__()
-        dim = config.encoder_hidden_size
-        self.config = config
-        self.patch_embed = FlexTokPatchEmbedding(config.patch_size, config.latent_channels, dim)
-        self.registers = nn.Parameter(torch.zeros(config.num_registers, dim))
-        self.layers = nn.ModuleList(
-            FlexTokBlock(config, dim, config.encoder_head_dim) for _ in range(config.encoder_num_layers)
-        )
-        self.to_codes = nn.Linear(dim, len(config.fsq_levels))
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        grid = self.config.latent_size // self.config.patch_size
-        patches = self.patch_embed(latents)
-        patches = patches + sincos_2d_posemb(patches.shape[-1], grid, grid).to(patches)
-        registers = self.registers[None].expand(patches.shape[0], -1, -1).to(patches.dtype)
-        hidden_states = torch.cat([patches, registers], dim=1)
-        mask = prefix_lm_mask(patches.shape[1], registers.shape[1], device=patches.device)[None, None]
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, mask)
-        registers_out = hidden_states[:, patches.shape[1] :]
-        return self.to_codes(fp32_layer_norm(registers_out, self.config.layer_norm_eps))
-
-
-class FlexTokDecoderHead(nn.Module):
-    """`LN(x) * (1 + scale) + shift` (adaLN from the time embedding, shift first; optional) -> Linear to patch values."""
-
-    def __init__(self, config: FlexTokConfig, dim: int, out_features: int):
-        super().__init__()
-        self.eps = config.layer_norm_eps
-        self.adaln_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim)) if config.head_adaln else None
-        self.proj = nn.Linear(dim, out_features)
-
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        hidden_states = fp32_layer_norm(hidden_states, self.eps)
-        if self.adaln_modulation is not None:
-            shift, scale = self.adaln_modulation(temb)[:, None].chunk(2, dim=-1)
-            hidden_states = hidden_states * (1 + scale) + shift
-        return self.proj(hidden_states)
-
-
-class FlexTokDecoder(nn.Module):
-    """Rectified-flow decoder: (noised latents, t, FSQ codes, keep_k, null mask) -> velocity `[B, C, h, w]`."""
-
-    def __init__(self, config: FlexTokConfig):
-        super().__init__()
-        dim = config.decoder_hidden_size
-        self.config = config
-        self.from_codes = nn.Linear(len(config.fsq_levels), dim)
-        self.register_posemb = (
-            nn.Parameter(torch.zeros(config.num_registers, dim))
-            if config.register_posemb_type == "learnable_sum"
-            else None
-        )
-        self.mask_token = nn.Parameter(torch.zeros(dim))
-        self.null_condition = nn.Parameter(torch.zeros(dim)) if config.null_condition_mode == "learned" else None
-        self.patch_embed = FlexTokPatchEmbedding(config.patch_size, config.latent_channels, dim)
-        self.time_embed = FlexTokTimestepEmbedding(dim, config.time_embedding_size, config.max_timestep)
-        self.layers = nn.ModuleList(
-            FlexTokAdaLNBlock(config, dim, config.decoder_head_dim) for _ in range(config.decoder_num_layers)
-        )
-        self.head = FlexTokDecoderHead(config, dim, config.patch_size**2 * config.latent_channels)
-
-    def embed_registers(
-        self, quants: torch.Tensor, keep_k: torch.Tensor, null_condition_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Codes `[B, K, d]` -> register tokens `[B, K, D]`: Linear (+ LayerNorm if `normalize_registers`), + posemb,
-        slots >= k <- mask token, then null."""
-        registers = self.from_codes(quants.to(self.from_codes.weight.dtype))
-        if self.config.normalize_registers:
-            registers = fp32_layer_norm(registers, self.config.layer_norm_eps)
-        if self.register_posemb is not None:
-            registers = registers + self.register_posemb
-        slots = torch.arange(registers.shape[1], device=registers.device)
-        dropped = slots[None, :] >= keep_k.to(registers.device)[:, None]
-        registers = torch.where(dropped[..., None], self.mask_token.to(registers.dtype), registers)
-        if null_condition_mask is not None:
-            null = self.null_condition if self.null_condition is not None else torch.zeros_like(self.mask_token)
-            registers = torch.where(
-                null_condition_mask.to(registers.device)[:, None, None], null.to(registers.dtype), registers
-            )
-        return registers
-
-    def forward(
-        self,
-        noised_latents: torch.Tensor,
-        timesteps: torch.Tensor,
-        quants: torch.Tensor,
-        keep_k: torch.Tensor,
-        null_condition_mask: torch.Tensor | None = None,
-        output_layer: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns the velocity `[B, C, h, w]` (float32) and, if `output_layer` is set, that block's patch tokens."""
-        config = self.config
-        grid = config.latent_size // config.patch_size
-        patches = self.patch_embed(noised_latents)
-        patches = patches + sincos_2d_posemb(patches.shape[-1], grid, grid).to(patches)
-        registers = self.embed_registers(quants, keep_k, null_condition_mask)
-        hidden_states = torch.cat([patches, registers], dim=1)
-        temb = self.time_embed(timesteps)
-        group_sizes = (patches.shape[1], registers.shape[1])
-        intermediate = None
-        for index, layer in enumerate(self.layers):
-            hidden_states = layer(hidden_states, temb, group_sizes)
-            if index == output_layer:
-                intermediate = hidden_states[:, : patches.shape[1]]
-        patch_values = self.head(hidden_states[:, : patches.shape[1]], temb)
-        size = config.latent_size
-        velocity = unpatchify(patch_values, config.patch_size, config.latent_channels, size, size)
-        return velocity.float(), intermediate
-
-
-class FlexTokREPAProjector(nn.Module):
-    """REPA projector: 3-layer SiLU MLP from decoder width to the teacher's feature size."""
-
-    def __init__(self, dim: int, hidden: int, out_features: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, out_features)
-        )
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.net(hidden_states)
 
 
 class FlexTokPreTrainedModel(PreTrainedModel):
@@ -267,7 +81,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
     """FlexTok tokenizer + rectified-flow detokenizer in one checkpoint.
 
     - `tokenize(pixel_values)` -> list of `[K]` id tensors (keep any prefix `ids[:k]`, 1 <= k <= K);
-    - `detokenize(token_ids, ...)` -> images from id sequences of mixed lengths;
+    - `detokenize(token_ids, ...)` -> images from id sequences of mixed lengths (through `FlexTokPipeline`'s loop);
     - `forward(pixel_values)` -> the training objective (`FlexTokOutput`, loss first).
     """
 
@@ -329,6 +143,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
             )
         return latents
 
+    @apply_forward_hook
     def prepare_token_ids(self, token_ids) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate a batch of id sequences (a list of 1D tensors/lists of mixed lengths, or a `[B, k]` tensor).
 
@@ -378,6 +193,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
         return latents * self.config.vae_scaling_factor
 
     @torch.no_grad()
+    @apply_forward_hook
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents `[B, C, h, w]` -> images `[B, 3, H, W]` (float32, not clamped)."""
         latents = latents.float() / self.config.vae_scaling_factor
@@ -404,6 +220,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
         )
 
     @torch.no_grad()
+    @apply_forward_hook
     def tokenize(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.LongTensor]:
         """Images `[B, 3, H, W]` in [-1, 1] -> B tensors of K ids, ordered coarse to fine."""
         return list(self.encode(pixel_values, generator=generator).token_ids.unbind(0))
@@ -411,6 +228,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
     # ---------------------------------------------------------------------------------------------------------------
     # Detokenize
     # ---------------------------------------------------------------------------------------------------------------
+    @apply_forward_hook
     def predict_velocity(
         self,
         noised_latents: torch.Tensor,
@@ -422,6 +240,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
         """One decoder evaluation: `[B, C, h, w]` at flow times `[B]` in (0, 1] -> velocity `[B, C, h, w]`."""
         return self.decoder(noised_latents, timesteps, quants, keep_k, null_condition_mask)[0]
 
+    @apply_forward_hook
     def guided_velocity(
         self,
         latents: torch.Tensor,
@@ -442,6 +261,7 @@ class FlexTokModel(FlexTokPreTrainedModel):
         v_cond, v_uncond = velocity.chunk(2)
         return guidance.combine(v_cond, v_uncond, float(t))
 
+    @apply_forward_hook
     def prepare_noise(self, batch_size: int, generator=None, latents: torch.Tensor | None = None) -> torch.Tensor:
         """Initial noise `[B, C, h, w]` (float32): `latents` if given, else one draw per sample from `generator`
         (a `torch.Generator` shared across samples, drawn in order, or a list with one generator per sample)."""
@@ -473,61 +293,45 @@ class FlexTokModel(FlexTokPreTrainedModel):
         adaptive_guidance: bool = True,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
-        scheduler: FlexTokFlowScheduler | None = None,
+        scheduler=None,
         output_type: str = "pt",
         apg_momentum: float = -0.5,
         apg_norm_threshold: float = 2.5,
         callback_on_step_end: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
-        progress_bar: bool | Callable = True,
+        progress_bar: bool = True,
     ) -> torch.Tensor:
-        """Id sequences (mixed lengths allowed) -> images `[B, 3, H, W]` (float32, not clamped).
+        """Id sequences (mixed lengths allowed) -> images `[B, 3, H, W]` (float32, not clamped), or the final latents
+        `[B, C, h, w]` with `output_type="latent"`.
 
-        Args:
-            token_ids: list of 1D id tensors/lists (one per image, 1 to K ids each) or a `[B, k]` tensor.
-            num_inference_steps: Euler steps on the uniform grid t = 1, (N-1)/N, ..., 1/N.
-            guidance_scale: CFG scale w (float or callable of t); 1 disables guidance.
-            adaptive_guidance: use APG (momentum `apg_momentum`, norm threshold `apg_norm_threshold`) instead of CFG.
-            generator / latents: initial noise source, or the initial noise itself `[B, C, h, w]`.
-            scheduler: a `FlexTokFlowScheduler` (or compatible); a default one is created if None.
-            output_type: `"pt"` for images, `"latent"` for the final (scaled) latents.
-            callback_on_step_end: `f(step_index, timestep, latents)`; may return replacement latents.
-            progress_bar: True/False for a tqdm bar, or a callable wrapping the step iterable.
+        Kept for backwards compatibility: a thin wrapper around [`FlexTokPipeline.detokenize`], which owns the sampling
+        loop (the same code path). `callback_on_step_end` here is `f(step_index, timestep, latents)` and may return
+        replacement latents; `progress_bar` switches the bar on or off.
         """
-        if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool):
-            raise TypeError(f"`num_inference_steps` must be an int, got {num_inference_steps!r}.")
-        if num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}.")
-        if not (callable(guidance_scale) or isinstance(guidance_scale, (int, float))) or isinstance(
-            guidance_scale, bool
-        ):
-            raise TypeError(f"`guidance_scale` must be a number or a callable of t, got {guidance_scale!r}.")
+        from .pipeline_flextok import FlexTokPipeline  # the loop lives in the pipeline; imported late on purpose
+
         if output_type not in ("pt", "latent"):
             raise ValueError(f"`output_type` must be 'pt' or 'latent', got {output_type!r}.")
-        quants, keep_k = self.prepare_token_ids(token_ids)
-        latents = self.prepare_noise(quants.shape[0], generator, latents)
-        guidance = GuidanceConfig(
+        pipe = FlexTokPipeline.from_flextok(self) if scheduler is None else FlexTokPipeline(self, scheduler)
+        pipe.set_progress_bar_config(disable=not progress_bar, leave=False, desc="FlexTok decoding")
+        step_callback = None
+        if callback_on_step_end is not None:
+
+            def step_callback(pipeline, step_index, timestep, callback_kwargs):
+                replaced = callback_on_step_end(step_index, timestep, callback_kwargs["latents"])
+                return {} if replaced is None else {"latents": replaced}
+
+        return pipe.detokenize(
+            token_ids,
+            num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
-            adaptive_guidance=bool(adaptive_guidance),
+            adaptive_guidance=adaptive_guidance,
+            generator=generator,
+            latents=latents,
+            output_type="raw" if output_type == "pt" else "latent",
+            callback_on_step_end=step_callback,
             apg_momentum=apg_momentum,
             apg_norm_threshold=apg_norm_threshold,
         )
-        scheduler = scheduler if scheduler is not None else FlexTokFlowScheduler()
-        scheduler.set_timesteps(num_inference_steps, device=latents.device)
-        scheduler.set_begin_index(0)
-        steps = list(enumerate(scheduler.timesteps))
-        if callable(progress_bar):
-            steps = progress_bar(steps)
-        else:
-            steps = tqdm(steps, desc="FlexTok decoding", disable=not progress_bar, leave=False)
-        for index, timestep in steps:
-            velocity = self.guided_velocity(latents, scheduler.sigmas[index], quants, keep_k, guidance)
-            latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
-            if callback_on_step_end is not None:
-                replaced = callback_on_step_end(index, timestep, latents)
-                latents = latents if replaced is None else replaced
-        if output_type == "latent":
-            return latents
-        return self.decode_latents(latents)
 
     # ---------------------------------------------------------------------------------------------------------------
     # Training objective
@@ -647,31 +451,26 @@ class FlexTokModel(FlexTokPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def repa_loss(self, decoder_hidden: torch.Tensor, repa_target: torch.Tensor) -> torch.Tensor:
-        """Negative cosine similarity between projected decoder patch tokens `[B, N, D]` and teacher features
-        (`[B, N', F]` on a square grid, or `[B, F, h', w']`) resized to the decoder's patch grid."""
+        """REPA term: see [`FlexTokREPAProjector.alignment_loss`]."""
         if self.repa_projector is None:
             raise ValueError("`repa_target` was given but the model has no REPA projector (set `config.repa_layer`).")
         grid = self.config.latent_size // self.config.patch_size
-        target = repa_target.float()
-        if target.ndim == 3:
-            side = math.isqrt(target.shape[1])
-            if side * side != target.shape[1]:
-                raise ValueError(f"`repa_target` [B, N', F] needs a square N', got N'={target.shape[1]}.")
-            target = target.transpose(1, 2).reshape(target.shape[0], target.shape[2], side, side)
-        if target.ndim != 4 or target.shape[1] != self.config.repa_feature_dim:
-            raise ValueError(
-                f"`repa_target` must be [B, N', {self.config.repa_feature_dim}] or [B, {self.config.repa_feature_dim}, "
-                f"h', w'], got {tuple(repa_target.shape)}."
-            )
-        if target.shape[-2:] != (grid, grid):
-            target = F.interpolate(target, size=(grid, grid), mode="bilinear", align_corners=False)
-        target = target.flatten(2).transpose(1, 2)
-        projected = self.repa_projector(decoder_hidden).float()
-        return -F.cosine_similarity(projected, target, dim=-1).mean()
+        return self.repa_projector.alignment_loss(decoder_hidden, repa_target, grid)
 
 
 def count_parameters(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["FlexTokModel", "FlexTokPreTrainedModel", "FlexTokOutput", "FlexTokEncoderOutput", "count_parameters"]
+__all__ = [
+    "FlexTokModel",
+    "FlexTokPreTrainedModel",
+    "FlexTokOutput",
+    "FlexTokEncoderOutput",
+    "FlexTokEncoder",
+    "FlexTokDecoder",
+    "FlexTokDecoderHead",
+    "FlexTokREPAProjector",
+    "count_parameters",
+    "prefix_lm_mask",
+]

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
-import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.utils import BaseOutput
 
 from . import adaptive_budget
 from .adaptive_budget import (
@@ -23,103 +20,18 @@ from .adaptive_budget import (
     check_quality_metric,
     check_quality_target,
 )
+from .guidance import GuidanceConfig
 from .image_processing_flextok import FlexTokImageProcessor
 from .modeling_flextok import FlexTokModel
+from .pipeline_flextok_coarse_to_fine import FlexTokCoarseToFineMixin
+from .pipeline_flextok_output import (
+    OUTPUT_TYPES,
+    FlexTokCoarseToFineOutput,
+    FlexTokPipelineOutput,
+    FlexTokStreamOutput,
+)
+from .pipeline_loading import PIPELINE_FILE_PATTERNS, local_pipeline_folder
 from .scheduling_flextok import FlexTokFlowScheduler
-
-OUTPUT_TYPES = ("pil", "np", "pt", "raw", "latent")
-# Files a saved pipeline consists of (what `from_pretrained` downloads from the Hub): safetensors and configs only.
-PIPELINE_FILE_PATTERNS = [
-    "*.json",
-    "*.safetensors",
-    "*/*.json",
-    "*/*.safetensors",
-    "*/*.txt",
-    "*/*.model",
-    "README.md",
-]
-
-
-@dataclass
-class FlexTokPipelineOutput(BaseOutput):
-    """Output of [`FlexTokPipeline`].
-
-    Args:
-        images: reconstructions — a list of PIL images (`"pil"`), an array `[B, H, W, 3]` in [0, 1] (`"np"`), a tensor
-            `[B, 3, H, W]` in [0, 1] (`"pt"`), the decoder's unclamped output `[B, 3, H, W]` in about [-1, 1]
-            (`"raw"`) or the final latents `[B, C, h, w]` (`"latent"`).
-        token_ids: the ids each image was decoded from (one 1D `LongTensor` per image, of its budget's length).
-        num_tokens: the budget of each image (with `num_tokens="auto"`: the chosen one).
-        quality: with `num_tokens="auto"`, the quality metric of each returned reconstruction (e.g. PSNR in dB).
-        target_met: with `num_tokens="auto"`, whether each image met its quality target (False: it got the largest
-            allowed budget without reaching it).
-    """
-
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
-    token_ids: list[torch.LongTensor]
-    num_tokens: list[int] | None = None
-    quality: list[float] | None = None
-    target_met: list[bool] | None = None
-
-
-@dataclass
-class FlexTokCoarseToFineOutput(BaseOutput):
-    """Output of [`FlexTokPipeline.coarse_to_fine`].
-
-    Args:
-        images: `images[i][j]` is image i reconstructed from its first `budgets[j]` tokens (format by `output_type`;
-            for `"np"` an array `[N, J, H, W, 3]`, for `"pt"`/`"raw"` a tensor `[N, J, 3, H, W]`).
-        budgets: the token budgets, in column order.
-        token_ids: the full id sequence of each image.
-    """
-
-    images: list | np.ndarray | torch.Tensor
-    budgets: list[int]
-    token_ids: list[torch.LongTensor]
-
-
-@dataclass
-class FlexTokStreamOutput(BaseOutput):
-    """One step of a streamed output ([`FlexTokPipeline.stream_coarse_to_fine`], the generation pipelines' `stream`).
-
-    Args:
-        images: the reconstructions (or previews) of all images from their first `num_tokens` ids (format by
-            `output_type`, as in [`FlexTokPipelineOutput`]).
-        token_ids: the ids each image was decoded from (length `num_tokens`).
-        num_tokens: the budget of this step.
-        is_final: True for the last step (for generation: the final images, equal to the non-streamed ones).
-    """
-
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
-    token_ids: list[torch.LongTensor]
-    num_tokens: int
-    is_final: bool
-
-
-def local_pipeline_folder(pretrained_model_name_or_path: str | os.PathLike, kwargs: dict) -> str:
-    """The path itself if it is a folder, else a `snapshot_download` of the Hub repo (configs and safetensors only).
-
-    Pops the Hub-only arguments (`revision`, `token`) from `kwargs`; diffusers cannot resolve components from a pip
-    package given a Hub id, so pipelines download first and load from the local snapshot.
-    """
-    path = os.path.expanduser(os.fspath(pretrained_model_name_or_path))
-    if os.path.isdir(path):
-        return path
-    from huggingface_hub import snapshot_download
-
-    from .loading import hub_errors, looks_like_local_path
-
-    if looks_like_local_path(path):
-        raise FileNotFoundError(f"No such folder: {path!r}. Pass an existing pipeline folder or a Hub id.")
-    with hub_errors(path):
-        return snapshot_download(
-            path,
-            revision=kwargs.pop("revision", None),
-            token=kwargs.pop("token", None),
-            cache_dir=kwargs.get("cache_dir"),
-            local_files_only=kwargs.get("local_files_only", False),
-            allow_patterns=PIPELINE_FILE_PATTERNS,
-        )
 
 
 def _check_int(name: str, value, low: int, high: int | None = None):
@@ -130,7 +42,7 @@ def _check_int(name: str, value, low: int, high: int | None = None):
         raise ValueError(f"`{name}` must be in {allowed}, got {value}.")
 
 
-class FlexTokPipeline(DiffusionPipeline):
+class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
     r"""
     Tokenize images into FlexTok's ordered 1D token sequences and reconstruct them from any prefix.
 
@@ -270,6 +182,7 @@ class FlexTokPipeline(DiffusionPipeline):
         budgets = self._budgets(num_tokens, len(token_ids))
         return [ids[:k] for ids, k in zip(token_ids, budgets)]
 
+    @torch.no_grad()
     def detokenize(
         self,
         token_ids,
@@ -279,27 +192,54 @@ class FlexTokPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
-        callback_on_step_end=None,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        apg_momentum: float = -0.5,
+        apg_norm_threshold: float = 2.5,
     ):
-        """Id sequences (mixed lengths allowed) -> images in `output_type` format."""
+        """Id sequences (mixed lengths allowed) -> images in `output_type` format: the decoder's sampling loop.
+
+        Args:
+            token_ids: a list of 1D id tensors/lists (one per image, 1 to K ids each) or a `[B, k]` tensor.
+            num_inference_steps: Euler steps on the scheduler's grid (None = the pipeline's config).
+            guidance_scale: guidance scale w (a float or a callable of t; 1 disables guidance; None = config).
+            adaptive_guidance: APG (momentum `apg_momentum`, norm threshold `apg_norm_threshold`) instead of CFG.
+            generator / latents: the initial noise source (one draw per image), or the noise itself `[B, C, h, w]`.
+            output_type: `"pil"`, `"np"`, `"pt"`, `"raw"` (unclamped `[B, 3, H, W]`) or `"latent"` (`[B, C, h, w]`).
+            callback_on_step_end: `f(pipe, step_index, timestep, callback_kwargs) -> dict` (diffusers' signature; a
+                `PipelineCallback` works too), called after each step with the tensors named in
+                `callback_on_step_end_tensor_inputs` (default `["latents"]`); a returned `"latents"` replaces them.
+        """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         config = self.config
         steps = config.num_inference_steps if num_inference_steps is None else num_inference_steps
-        step_callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
-        latents = self.flextok.detokenize(
-            token_ids,
-            num_inference_steps=steps,
-            guidance_scale=config.guidance_scale if guidance_scale is None else guidance_scale,
-            adaptive_guidance=config.adaptive_guidance if adaptive_guidance is None else adaptive_guidance,
-            generator=generator,
-            latents=latents,
-            scheduler=self.scheduler,
-            output_type="latent",
-            callback_on_step_end=step_callback,
-            progress_bar=lambda iterable: self.progress_bar(iterable),
+        _check_int("num_inference_steps", steps, 1)
+        guidance_scale = config.guidance_scale if guidance_scale is None else guidance_scale
+        if isinstance(guidance_scale, bool) or not (
+            callable(guidance_scale) or isinstance(guidance_scale, (int, float))
+        ):
+            raise TypeError(f"`guidance_scale` must be a number or a callable of t, got {guidance_scale!r}.")
+        guidance = GuidanceConfig(
+            guidance_scale=guidance_scale,
+            adaptive_guidance=bool(config.adaptive_guidance if adaptive_guidance is None else adaptive_guidance),
+            apg_momentum=apg_momentum,
+            apg_norm_threshold=apg_norm_threshold,
         )
+        tensor_inputs = self._callback_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
+
+        quants, keep_k = self.flextok.prepare_token_ids(token_ids)
+        latents = self.flextok.prepare_noise(quants.shape[0], generator, latents)
+        self.scheduler.set_timesteps(steps, device=latents.device)
+        self.scheduler.set_begin_index(0)
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            velocity = self.flextok.guided_velocity(latents, self.scheduler.sigmas[i], quants, keep_k, guidance)
+            latents = self.scheduler.step(velocity, t, latents).prev_sample
+            if callback_on_step_end is not None:
+                callback_kwargs = dict.fromkeys(tensor_inputs, latents)  # "latents" is the only tensor offered
+                outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                latents = outputs.pop("latents", latents)
+
         images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()
         return images
@@ -482,105 +422,6 @@ class FlexTokPipeline(DiffusionPipeline):
             return images, token_ids
         return FlexTokPipelineOutput(images=images, token_ids=token_ids, num_tokens=[len(ids) for ids in token_ids])
 
-    @torch.no_grad()
-    def coarse_to_fine(
-        self,
-        image,
-        budgets: list[int] | tuple[int, ...] | None = None,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | Callable | None = None,
-        adaptive_guidance: bool | None = None,
-        generator: torch.Generator | None = None,
-        output_type: str = "pil",
-        stream: bool = False,
-    ) -> FlexTokCoarseToFineOutput | Iterator[FlexTokStreamOutput]:
-        """One reconstruction per budget (default 1, 2, 4, ..., K) for each image, all in one batch, every budget of
-        an image starting from the same noise. With `stream=True`, returns [`~FlexTokPipeline.stream_coarse_to_fine`]
-        (a generator yielding each budget as soon as it is decoded) instead."""
-        if stream:
-            return self.stream_coarse_to_fine(
-                image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator, output_type
-            )
-        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type)
-        batch_ids = [ids[:k] for ids in token_ids for k in budgets]
-        batch_noise = noise.repeat_interleave(len(budgets), dim=0)
-        images = self.detokenize(
-            batch_ids,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            adaptive_guidance=adaptive_guidance,
-            latents=batch_noise,
-            output_type=output_type,
-        )
-        num_budgets = len(budgets)
-        if isinstance(images, list):
-            grouped = [images[i : i + num_budgets] for i in range(0, len(images), num_budgets)]
-        else:
-            grouped = images.reshape(len(token_ids), num_budgets, *images.shape[1:])
-        return FlexTokCoarseToFineOutput(images=grouped, budgets=budgets, token_ids=token_ids)
-
-    def stream_coarse_to_fine(
-        self,
-        image,
-        budgets: list[int] | tuple[int, ...] | None = None,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | Callable | None = None,
-        adaptive_guidance: bool | None = None,
-        generator: torch.Generator | None = None,
-        output_type: str = "pil",
-    ) -> Iterator[FlexTokStreamOutput]:
-        """[`~FlexTokPipeline.coarse_to_fine`] as a generator: the images are tokenized once, then each budget (in
-        the order given) is decoded as one batch and yielded right away as a [`FlexTokStreamOutput`] (its `images`
-        are those of every input image at that budget). Same noise per image as `coarse_to_fine`, so the streamed
-        reconstructions equal the non-streamed ones (up to float rounding of the different batch layout). The inputs
-        are checked and tokenized when this is called; decoding happens while iterating."""
-        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type)
-        return self._stream_budgets(
-            token_ids, budgets, noise, num_inference_steps, guidance_scale, adaptive_guidance, output_type
-        )
-
-    @torch.no_grad()
-    def _stream_budgets(
-        self, token_ids, budgets, noise, num_inference_steps, guidance_scale, adaptive_guidance, output_type
-    ) -> Iterator[FlexTokStreamOutput]:
-        for index, k in enumerate(budgets):
-            prefixes = [ids[:k] for ids in token_ids]
-            images = self.detokenize(
-                prefixes,
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
-                adaptive_guidance=adaptive_guidance,
-                latents=noise,
-                output_type=output_type,
-            )
-            yield FlexTokStreamOutput(
-                images=images, token_ids=prefixes, num_tokens=k, is_final=index == len(budgets) - 1
-            )
-
-    def _coarse_to_fine_inputs(self, image, budgets, generator, output_type):
-        """-> (all K ids per image, checked budgets, one initial noise per image)."""
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-        token_ids = self.tokenize(image)
-        budgets = list(budgets) if budgets is not None else self.default_budgets()
-        if len(budgets) == 0:
-            raise ValueError("`budgets` must contain at least one token budget.")
-        for index, k in enumerate(budgets):
-            _check_int(f"budgets[{index}]", k, 1, self.flextok.config.num_registers)
-        return token_ids, budgets, self.flextok.prepare_noise(len(token_ids), generator)
-
-    # ---------------------------------------------------------------------------------------------------------------
-    # Helpers
-    # ---------------------------------------------------------------------------------------------------------------
-    def default_budgets(self) -> list[int]:
-        """1, 2, 4, ... up to K (K included even when it is not a power of two)."""
-        num_registers = self.flextok.config.num_registers
-        budgets, k = [], 1
-        while k < num_registers:
-            budgets.append(k)
-            k *= 2
-        return budgets + [num_registers]
-
     def _budgets(self, num_tokens, batch_size: int) -> list[int]:
         num_registers = self.flextok.config.num_registers
         if num_tokens is None:
@@ -597,9 +438,8 @@ class FlexTokPipeline(DiffusionPipeline):
         _check_int("num_tokens", num_tokens, 1, num_registers)
         return [int(num_tokens)] * batch_size
 
-    def _step_callback(self, callback_on_step_end, tensor_inputs):
-        if callback_on_step_end is None:
-            return None
+    def _callback_inputs(self, callback_on_step_end, tensor_inputs) -> list[str]:
+        """The tensor names handed to `callback_on_step_end` (a `PipelineCallback` brings its own)."""
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             tensor_inputs = callback_on_step_end.tensor_inputs
         tensor_inputs = list(tensor_inputs or ["latents"])
@@ -608,15 +448,15 @@ class FlexTokPipeline(DiffusionPipeline):
             raise ValueError(
                 f"`callback_on_step_end_tensor_inputs` has {unknown}; allowed: {self._callback_tensor_inputs}."
             )
-
-        def step_callback(step_index, timestep, latents):
-            callback_kwargs = {}
-            for name in tensor_inputs:  # a plain loop: `locals()` in a comprehension breaks on Python 3.11
-                callback_kwargs[name] = latents
-            outputs = callback_on_step_end(self, step_index, timestep, callback_kwargs) or {}
-            return outputs.get("latents", latents)
-
-        return step_callback
+        return tensor_inputs
 
 
-__all__ = ["FlexTokPipeline", "FlexTokPipelineOutput", "FlexTokCoarseToFineOutput", "FlexTokStreamOutput"]
+__all__ = [
+    "OUTPUT_TYPES",
+    "PIPELINE_FILE_PATTERNS",
+    "FlexTokPipeline",
+    "FlexTokPipelineOutput",
+    "FlexTokCoarseToFineOutput",
+    "FlexTokStreamOutput",
+    "local_pipeline_folder",
+]

@@ -13,7 +13,7 @@ The result is a `datasets.Dataset` with one row per image: `image` (the path), `
 feeds `flextok-hf train-prior` like a `pretokenize` output), `num_tokens` (the budget: the image's tokenization is its
 first `num_tokens` ids) and, with `"auto"`, `quality_metric`, `quality_target`, `quality` (of the reconstruction from
 those ids) and `target_met`. The decoder noise of image i is seeded with
-`sample_seed(seed, i)` (as in the evaluation), so a row does not depend on the batch size.
+`flextok_hf.decoding.sample_seed(seed, i)` (the noise rule of `decode_at_budgets`), so a row does not depend on the batch size.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def tokenize_image_files(
     `num_tokens`: None (all K), an int in [1, K], or `"auto"` with the adaptive-budget arguments of
     [`FlexTokPipeline.choose_num_tokens`]. Returns the `Dataset` described in the module docstring.
     """
-    from .evaluation import sample_seed
+    from .decoding import sample_seed
     from .image_processing_flextok import load_image_file
 
     auto = dict(

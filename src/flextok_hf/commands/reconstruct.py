@@ -38,7 +38,6 @@ def parse_budgets(text: str | None) -> list[int] | None:
 def run(args) -> int:
     import os
 
-    import torch
     from diffusers.utils import make_image_grid
 
     from ..image_processing_flextok import load_image_file
@@ -57,7 +56,7 @@ def run(args) -> int:
         budgets=budgets,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
-        generator=torch.Generator().manual_seed(args.seed),
+        seed=args.seed,
     )
     size = pipe.flextok.config.image_size
     originals = pipe.image_processor.postprocess(pipe.preprocess(images).float(), "pil")

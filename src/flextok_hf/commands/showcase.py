@@ -47,7 +47,7 @@ def run(args) -> int:
     os.makedirs(args.out, exist_ok=True)
     tokenizer = FlexTokPipeline.from_pretrained(args.model or pretrained_path("tokenizer"))
     names, images = zip(*sample_images(sources=("mnist", "animal_mnist")))
-    result = tokenizer.coarse_to_fine(list(images), generator=torch.Generator().manual_seed(args.seed))
+    result = tokenizer.coarse_to_fine(list(images), seed=args.seed)
     size = tokenizer.flextok.config.image_size
     originals = tokenizer.image_processor.postprocess(tokenizer.preprocess(list(images)).float(), "pil")
     grid = labelled_grid(

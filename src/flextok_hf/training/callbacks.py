@@ -1,6 +1,6 @@
 """`TrainerCallback`s for tokenizer training: EMA weights, sample grids, and the log/loss-curve dump.
 
-- [`EMACallback`]: float32 exponential moving average of the trainable weights; `ema.safetensors` in every checkpoint,
+- [`EMACallback`]: float32 exponential moving average of the trainable weights (diffusers' `EMAModel`); `ema.safetensors` in every checkpoint,
   restored on resume; at the end the EMA model is written to `output_dir` and swapped into the model.
 - [`SampleGridCallback`]: PNG grids (rows = fixed images, columns = original + one reconstruction per token budget)
   under `output_dir/samples/step-XXXXXX.png`.
@@ -20,11 +20,13 @@ import os
 
 import numpy as np
 import torch
+from diffusers.training_utils import EMAModel
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..decoding import decode_at_budgets, default_budgets
 from ..metrics.functional import psnr
 
 logger = logging.getLogger(__name__)
@@ -42,11 +44,12 @@ def _unwrap(model):
 
 
 class EMACallback(TrainerCallback):
-    """Exponential moving average of the trainable weights, updated after every optimizer step.
+    """Exponential moving average of the trainable weights (diffusers' `EMAModel`), updated after every optimizer step.
 
-    `shadow = d * shadow + (1 - d) * param`, with `d = min(decay, (1 + n) / (10 + n))` after n updates when
-    `use_warmup` (so the average is not dominated by the random init in short runs), else `d = decay`. The shadow is a
-    float32 copy on the parameters' device.
+    `shadow = d * shadow + (1 - d) * param`, with diffusers' decay rule: after n updates `d = min(decay, (1 + n) /
+    (10 + n))` when `use_warmup` (so the average is not dominated by the random init in short runs), else `d = decay`;
+    in both cases the first update copies the weights (`d = 0`). The shadow is a float32 copy on the parameters'
+    device.
 
     Checkpoints: `on_save` writes `ema.safetensors` (the shadow, plus `num_updates` in the metadata) into the checkpoint
     folder Trainer just wrote. On resume, `on_train_begin` loads it from `resume_from` (set by [`FlexTokTrainer`]) or,
@@ -81,8 +84,8 @@ class EMACallback(TrainerCallback):
         self.save_final = bool(save_final)
         self.swap_at_end = bool(swap_at_end)
         self.image_processor = image_processor
-        self.shadow: dict[str, torch.Tensor] = {}
-        self.num_updates = 0
+        self.ema: EMAModel | None = None
+        self.names: list[str] = []
         self.resume_from: str | None = None
         self.swapped = False
 
@@ -91,27 +94,36 @@ class EMACallback(TrainerCallback):
     def _trainable(model) -> dict[str, torch.nn.Parameter]:
         return {name: param for name, param in _unwrap(model).named_parameters() if param.requires_grad}
 
+    @property
+    def shadow(self) -> dict[str, torch.Tensor]:
+        """Parameter name -> float32 EMA tensor (empty before `reset`)."""
+        return {} if self.ema is None else dict(zip(self.names, self.ema.shadow_params))
+
+    @property
+    def num_updates(self) -> int:
+        return 0 if self.ema is None else self.ema.optimization_step
+
     def current_decay(self) -> float:
-        if not self.use_warmup:
-            return self.decay
-        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        """The decay the next update will use."""
+        return self.ema.get_decay(self.ema.optimization_step + 1) if self.ema is not None else 0.0
 
     @torch.no_grad()
     def reset(self, model):
         """Starts the average from the model's current weights."""
-        self.shadow = {name: param.detach().float().clone() for name, param in self._trainable(model).items()}
-        self.num_updates = 0
+        trainable = self._trainable(model)
+        self.names = list(trainable)
+        # min_decay = decay turns off diffusers' (1 + n) / (10 + n) ramp.
+        min_decay = 0.0 if self.use_warmup else self.decay
+        self.ema = EMAModel(list(trainable.values()), decay=self.decay, min_decay=min_decay)
+        self.ema.to(dtype=torch.float32)
         self.swapped = False
 
     @torch.no_grad()
     def update(self, model):
-        decay = self.current_decay()
-        for name, param in self._trainable(model).items():
-            shadow = self.shadow[name]
-            if shadow.device != param.device:
-                shadow = self.shadow[name] = shadow.to(param.device)
-            shadow.lerp_(param.detach().float(), 1.0 - decay)
-        self.num_updates += 1
+        params = list(self._trainable(model).values())
+        if params and self.ema.shadow_params[0].device != params[0].device:
+            self.ema.to(device=params[0].device)
+        self.ema.step(params)
 
     def save(self, path: str):
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.shadow.items()}
@@ -129,37 +141,39 @@ class EMACallback(TrainerCallback):
         if set(tensors) != set(trainable):
             missing, unexpected = sorted(set(trainable) - set(tensors)), sorted(set(tensors) - set(trainable))
             raise ValueError(f"{path!r} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
-        self.shadow = {name: tensors[name].to(trainable[name].device, torch.float32) for name in trainable}
-        self.num_updates = int(metadata.get("num_updates", 0))
+        if self.ema is None:
+            self.reset(model)
+        self.ema.shadow_params = [tensors[name].to(trainable[name].device, torch.float32) for name in self.names]
+        self.ema.optimization_step = int(metadata.get("num_updates", 0))
         self.swapped = False
 
     @torch.no_grad()
     def copy_to(self, model):
         """Writes the EMA weights into the model's parameters."""
-        for name, param in self._trainable(model).items():
-            param.copy_(self.shadow[name].to(param.device, param.dtype))
+        self.ema.copy_to(list(self._trainable(model).values()))
 
     @contextlib.contextmanager
     def average_parameters(self, model):
         """Temporarily runs `model` with the EMA weights (restores the raw ones on exit). No-op once swapped."""
-        if self.swapped or not self.shadow:
+        if self.swapped or self.ema is None:
             yield model
             return
-        backup = {name: param.detach().clone() for name, param in self._trainable(model).items()}
-        self.copy_to(model)
+        params = list(self._trainable(model).values())
+        self.ema.store(params)
+        self.ema.copy_to(params)
         try:
             yield model
         finally:
             with torch.no_grad():
-                for name, param in self._trainable(model).items():
-                    param.copy_(backup[name])
+                self.ema.restore(params)
 
     def ema_state_dict(self, model) -> dict[str, torch.Tensor]:
         """The model's full state dict with the EMA values in place of the trainable weights."""
         model = _unwrap(model)
         state = dict(model.state_dict())
+        shadow = self.shadow
         for name, param in self._trainable(model).items():
-            state[name] = self.shadow[name].to(param.dtype)
+            state[name] = shadow[name].to(param.dtype)
         return state
 
     # -- Trainer events ----------------------------------------------------------------------------------------------
@@ -201,15 +215,6 @@ class EMACallback(TrainerCallback):
             self.image_processor.save_pretrained(output_dir)
 
 
-def default_budgets(num_registers: int) -> tuple[int, ...]:
-    """1, 2, 4, ... up to K, always ending with K."""
-    budgets, k = [], 1
-    while k < num_registers:
-        budgets.append(k)
-        k *= 2
-    return (*budgets, num_registers)
-
-
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """`[B, 3, H, W]` in [-1, 1] -> uint8 `[B, H, W, 3]`."""
     array = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -228,7 +233,8 @@ def reconstruction_grid(
     """Decodes `images` `[N, 3, S, S]` from their first k tokens for each k in `budgets`.
 
     Returns a PIL grid of `N` rows and `1 + len(budgets)` columns (original, then one column per budget), each cell
-    S x S pixels. All columns of a row start from the same noise (seeded by `seed`), so they are comparable.
+    S x S pixels. Decoded by `flextok_hf.decoding.decode_at_budgets`: row i starts from the noise of image i under
+    decoder seed `seed` at every budget (the noise rule shared with `coarse_to_fine`, the evaluation and the demo).
     """
     model = _unwrap(model)
     was_training = model.training
@@ -236,21 +242,18 @@ def reconstruction_grid(
     try:
         images = images.to(model.device, torch.float32)
         token_ids = model.encode(pixel_values=images).token_ids
-        config = model.config
-        generator = torch.Generator(model.device).manual_seed(seed)
-        shape = (images.shape[0], config.latent_channels, config.latent_size, config.latent_size)
-        noise = torch.randn(shape, generator=generator, device=model.device)
-        sequences = [token_ids[i, :k] for k in budgets for i in range(images.shape[0])]
-        decoded = model.detokenize(
-            sequences,
+        decoded = decode_at_budgets(
+            model,
+            token_ids,
+            budgets,
+            seed=seed,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
-            latents=noise.repeat(len(budgets), 1, 1, 1),
-            progress_bar=False,
-        )
+            adaptive_guidance=True,
+        )  # [N, J, 3, S, S]
     finally:
         model.train(was_training)
-    columns = [images, *decoded.split(images.shape[0])]
+    columns = [images, *decoded.unbind(1)]
     cells = np.stack([to_uint8(column) for column in columns], axis=1)  # [N, columns, S, S, 3]
     rows, cols, height, width, _ = cells.shape
     grid = cells.transpose(0, 2, 1, 3, 4).reshape(rows * height, cols * width, 3)
@@ -259,21 +262,23 @@ def reconstruction_grid(
 
 @torch.no_grad()
 def reconstruction_psnr(model, images: torch.Tensor, num_inference_steps=8, guidance_scale=1.0, seed=0) -> float:
-    """Mean PSNR (dB, [-1, 1] range) of `images` `[N, 3, S, S]` reconstructed from all K tokens (fixed noise seed)."""
+    """Mean PSNR (dB, [-1, 1] range) of `images` `[N, 3, S, S]` reconstructed from all K tokens (noise of decoder
+    seed `seed`, by the rule of `flextok_hf.decoding`)."""
     model = _unwrap(model)
     was_training = model.training
     model.eval()
     try:
         images = images.to(model.device, torch.float32)
         token_ids = model.encode(pixel_values=images).token_ids
-        generator = torch.Generator(model.device).manual_seed(seed)
-        reconstruction = model.detokenize(
+        reconstruction = decode_at_budgets(
+            model,
             token_ids,
+            [model.config.num_registers],
+            seed=seed,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
-            generator=generator,
-            progress_bar=False,
-        )
+            adaptive_guidance=True,
+        )[:, 0]
     finally:
         model.train(was_training)
     return psnr(reconstruction.float().clamp(-1, 1), images, data_range=2.0, reduction="mean").item()
@@ -323,7 +328,7 @@ class SampleGridCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         num_registers = _unwrap(model).config.num_registers
         if self.budgets is None:
-            self.budgets = default_budgets(num_registers)
+            self.budgets = tuple(default_budgets(num_registers))
         if any(not 1 <= k <= num_registers for k in self.budgets):
             raise ValueError(f"`budgets` must lie in [1, {num_registers}], got {self.budgets}.")
         interval = self.every_n_steps

@@ -260,26 +260,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 @torch.no_grad()
 def budget_psnr(model, pixel_values: torch.Tensor, budgets, num_inference_steps=20, guidance_scale=1.0, seed=0):
     """Mean PSNR (dB) of `pixel_values` `[N, 3, S, S]` reconstructed from their first k tokens, per k in `budgets`.
-    Image i starts from the same noise for every budget and every model (seeded by `seed`)."""
+    Image i starts from the same noise for every budget and every model: the noise rule of `flextok_hf.decoding`
+    (`decode_at_budgets`) under decoder seed `seed`."""
+    from ..decoding import decode_at_budgets
     from ..metrics.functional import psnr
 
     model.eval()
     images = pixel_values.to(model.device, torch.float32)
     token_ids = model.encode(pixel_values=images).token_ids
-    config = model.config
-    shape = (images.shape[0], config.latent_channels, config.latent_size, config.latent_size)
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(model.device)
-    results = {}
-    for k in budgets:
-        decoded = model.detokenize(
-            token_ids[:, :k],
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            latents=noise,
-            progress_bar=False,
-        )
-        results[int(k)] = psnr(decoded.clamp(-1, 1), images, reduction="mean").item()
-    return results
+    budgets = [int(k) for k in budgets]
+    decoded = decode_at_budgets(
+        model,
+        token_ids,
+        budgets,
+        seed=seed,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        adaptive_guidance=True,
+    )  # [N, J, 3, S, S]
+    return {k: psnr(decoded[:, j].clamp(-1, 1), images, reduction="mean").item() for j, k in enumerate(budgets)}
 
 
 @torch.no_grad()

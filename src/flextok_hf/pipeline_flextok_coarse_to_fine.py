@@ -1,0 +1,109 @@
+"""Coarse-to-fine reconstructions of [`FlexTokPipeline`]: each image at several token budgets, from the same noise,
+in one call or streamed budget by budget. The decoding is `flextok_hf.decoding.decode_at_budgets` (its noise rule)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+from .decoding import check_budgets, decode_at_budgets, decoder_noise, default_budgets, iter_decode_at_budgets
+from .pipeline_flextok_output import OUTPUT_TYPES, FlexTokCoarseToFineOutput, FlexTokStreamOutput
+
+
+class FlexTokCoarseToFineMixin:
+    """`coarse_to_fine`, `stream_coarse_to_fine` and `default_budgets` of [`FlexTokPipeline`] (needs `flextok`,
+    `tokenize` and `detokenize`)."""
+
+    @torch.no_grad()
+    def coarse_to_fine(
+        self,
+        image,
+        budgets: list[int] | tuple[int, ...] | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | Callable | None = None,
+        adaptive_guidance: bool | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        stream: bool = False,
+        seed: int | None = None,
+    ) -> FlexTokCoarseToFineOutput | Iterator[FlexTokStreamOutput]:
+        """One reconstruction per budget (default 1, 2, 4, ..., K) for each image, every budget of an image starting
+        from the same noise, decoded by [`~flextok_hf.decoding.decode_at_budgets`] (one batch per budget).
+
+        The noise: with `seed`, image i gets the noise of `flextok_hf.decoding`'s rule (the same as in the evaluation,
+        the training grids and the demo); else one draw per image from `generator` (one generator, or one per image).
+        With `stream=True`, returns [`~FlexTokPipeline.stream_coarse_to_fine`] (a generator yielding each budget as
+        soon as it is decoded) instead."""
+        if stream:
+            return self.stream_coarse_to_fine(
+                image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator, output_type, seed
+            )
+        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type, seed)
+        images = decode_at_budgets(
+            self,
+            token_ids,
+            budgets,
+            noise=noise,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            adaptive_guidance=adaptive_guidance,
+            output_type=output_type,
+        )
+        return FlexTokCoarseToFineOutput(images=images, budgets=budgets, token_ids=token_ids)
+
+    def stream_coarse_to_fine(
+        self,
+        image,
+        budgets: list[int] | tuple[int, ...] | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | Callable | None = None,
+        adaptive_guidance: bool | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        seed: int | None = None,
+    ) -> Iterator[FlexTokStreamOutput]:
+        """[`~FlexTokPipeline.coarse_to_fine`] as a generator: the images are tokenized once, then each budget (in
+        the order given) is decoded as one batch and yielded right away as a [`FlexTokStreamOutput`] (its `images`
+        are those of every input image at that budget). Same noise and batches as `coarse_to_fine`, so the streamed
+        reconstructions equal the non-streamed ones exactly. The inputs are checked and tokenized when this is
+        called; decoding happens while iterating."""
+        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type, seed)
+        decoded = iter_decode_at_budgets(
+            self,
+            token_ids,
+            budgets,
+            noise=noise,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            adaptive_guidance=adaptive_guidance,
+            output_type=output_type,
+        )
+        return self._stream_budgets(decoded, token_ids, budgets)
+
+    @staticmethod
+    def _stream_budgets(decoded, token_ids, budgets) -> Iterator[FlexTokStreamOutput]:
+        for _, j, images in decoded:
+            k = budgets[j]
+            yield FlexTokStreamOutput(
+                images=images, token_ids=[ids[:k] for ids in token_ids], num_tokens=k, is_final=j == len(budgets) - 1
+            )
+
+    def _coarse_to_fine_inputs(self, image, budgets, generator, output_type, seed=None):
+        """-> (all K ids per image, checked budgets, one initial noise per image `[N, C, h, w]`)."""
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if seed is not None and generator is not None:
+            raise ValueError("Pass at most one of `seed` or `generator`.")
+        budgets = check_budgets(budgets, self.flextok.config.num_registers)
+        token_ids = self.tokenize(image)
+        if seed is not None:
+            return token_ids, budgets, decoder_noise(self.flextok.config, seed, range(len(token_ids)))
+        return token_ids, budgets, self.flextok.prepare_noise(len(token_ids), generator)
+
+    def default_budgets(self) -> list[int]:
+        """1, 2, 4, ... up to K (K included even when it is not a power of two); see `flextok_hf.decoding`."""
+        return default_budgets(self.flextok.config.num_registers)
+
+
+__all__ = ["FlexTokCoarseToFineMixin"]
