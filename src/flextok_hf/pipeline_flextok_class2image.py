@@ -11,7 +11,7 @@ import torch
 from .modeling_flextok import FlexTokModel
 from .modeling_flextok_ar import FlexTokARForCausalLM
 from .pipeline_flextok import FlexTokPipelineOutput, FlexTokStreamOutput
-from .pipeline_flextok_text2image import _check_output_type, _FlexTokPriorPipeline
+from .pipeline_flextok_prior import _check_output_type, _FlexTokPriorPipeline
 from .scheduling_flextok import FlexTokFlowScheduler
 
 logger = logging.getLogger(__name__)
