@@ -7,6 +7,7 @@ import os
 import runpy
 import socket
 import threading
+import zipfile
 
 import gradio as gr
 import numpy as np
@@ -332,6 +333,8 @@ def test_export_space(pipes, tmp_path):
     assert len(wheels) == 1
     packaged = check_wheel(str(wheels[0]), os.path.join(REPO, "src", "flextok_hf"))
     assert "flextok_hf/metrics/psnr/psnr.py" in packaged and "flextok_hf/pretrained/__init__.py" in packaged
+    with zipfile.ZipFile(wheels[0]) as archive:  # test-only code (the loopback fake Hub) stays out of the wheel
+        assert not [name for name in archive.namelist() if "fake_hub" in name or name.startswith("flextok_hf/testing/")]
 
     requirements = [line for line in (out / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
     names = [line.split("=")[0].split(">")[0].split(" ")[0].lower() for line in requirements]
