@@ -221,11 +221,12 @@ class FlexTokPipeline(DiffusionPipeline):
     # ---------------------------------------------------------------------------------------------------------------
     # User-level steps
     # ---------------------------------------------------------------------------------------------------------------
-    def preprocess(self, image) -> torch.Tensor:
-        """Images (PIL / numpy / torch / paths, one or a list) -> `pixel_values` `[B, 3, S, S]` in [-1, 1]."""
+    def preprocess(self, image, input_range=None) -> torch.Tensor:
+        """Images (PIL / numpy / torch / paths, one or a list) -> `pixel_values` `[B, 3, S, S]` in [-1, 1]. Float
+        inputs are read in `input_range` ("[0, 1]" by default, or "[-1, 1]"; see `FlexTokImageProcessor`)."""
         if image is None:
             raise ValueError("`image` is required.")
-        pixel_values = self.image_processor(image, return_tensors="pt")["pixel_values"]
+        pixel_values = self.image_processor(image, input_range=input_range, return_tensors="pt")["pixel_values"]
         return pixel_values.to(self._execution_device, self.flextok.dtype)
 
     @torch.no_grad()
@@ -243,12 +244,14 @@ class FlexTokPipeline(DiffusionPipeline):
         guidance_scale: float | Callable | None = None,
         adaptive_guidance: bool | None = None,
         feature_network: torch.nn.Module | None = None,
+        input_range=None,
     ) -> list[torch.LongTensor]:
         """Images -> one 1D id tensor per image, truncated to `num_tokens`: an int, one int per image, or `"auto"`.
 
         With `num_tokens="auto"` each image keeps the smallest budget whose reconstruction meets `quality_target`
         (see [`~FlexTokPipeline.choose_num_tokens`], which takes the remaining arguments; `generator` then seeds
         the decoder noise of that search). Otherwise `generator` is only used by VAEs that sample their posterior.
+        `input_range` is the value range of float images: "[0, 1]" (default) or "[-1, 1]".
         """
         auto = dict(
             quality_target=quality_target,
@@ -263,9 +266,9 @@ class FlexTokPipeline(DiffusionPipeline):
         )
         check_auto_arguments(num_tokens, **auto)
         if num_tokens == AUTO:
-            result = self.choose_num_tokens(images, generator=generator, **auto)
+            result = self.choose_num_tokens(images, generator=generator, input_range=input_range, **auto)
             return [ids[:k] for ids, k in zip(result.token_ids, result.num_tokens)]
-        pixel_values = self.preprocess(images)
+        pixel_values = self.preprocess(images, input_range)
         token_ids = self.flextok.tokenize(pixel_values, generator=generator)
         budgets = self._budgets(num_tokens, len(token_ids))
         return [ids[:k] for ids, k in zip(token_ids, budgets)]
@@ -320,6 +323,7 @@ class FlexTokPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         feature_network: torch.nn.Module | None = None,
         pixel_values: torch.Tensor | None = None,
+        input_range=None,
     ) -> FlexTokAutoBudgetOutput:
         r"""
         Per image, the smallest token budget whose reconstruction meets a quality target (`num_tokens="auto"`).
@@ -343,6 +347,7 @@ class FlexTokPipeline(DiffusionPipeline):
             generator / latents: the decoder noise (one draw per image, as in `__call__`).
             feature_network: for `"feature_distance"`: images `[B, 3, H, W]` in [-1, 1] -> features `[B, D]`
                 (default: the classifier shipped with the package).
+            input_range: the value range of float images, "[0, 1]" (default) or "[-1, 1]".
 
         Returns:
             [`~flextok_hf.adaptive_budget.FlexTokAutoBudgetOutput`] (chosen `num_tokens`, `quality`, `target_met`,
@@ -351,7 +356,7 @@ class FlexTokPipeline(DiffusionPipeline):
         if (image is None) == (pixel_values is None):
             raise ValueError("Pass exactly one of `image` or `pixel_values`.")
         if pixel_values is None:
-            pixel_values = self.preprocess(image)
+            pixel_values = self.preprocess(image, input_range)
         else:
             pixel_values = self.flextok._check_pixel_values(pixel_values)
             pixel_values = pixel_values.to(self._execution_device, self.flextok.dtype)
@@ -413,6 +418,7 @@ class FlexTokPipeline(DiffusionPipeline):
         max_tokens: int | None = None,
         search_num_inference_steps: int | None = None,
         feature_network: torch.nn.Module | None = None,
+        input_range=None,
     ) -> FlexTokPipelineOutput | tuple:
         r"""
         Reconstruct images from their first `num_tokens` FlexTok tokens.
@@ -428,6 +434,8 @@ class FlexTokPipeline(DiffusionPipeline):
             output_type: `"pil"`, `"np"`, `"pt"`, `"raw"` (unclamped decoder output) or `"latent"`.
             callback_on_step_end: `f(pipe, step_index, timestep, callback_kwargs) -> dict`, called after each step
                 with the tensors named in `callback_on_step_end_tensor_inputs` (default `["latents"]`).
+            input_range: the value range of float images, `"[0, 1]"` (default) or `"[-1, 1]"` (also `(-1, 1)`); PIL
+                and uint8 images are always [0, 255]. Values outside it raise a `ValueError`.
 
         Returns:
             [`FlexTokPipelineOutput`] (or a tuple `(images, token_ids)` when `return_dict=False`).
@@ -453,6 +461,7 @@ class FlexTokPipeline(DiffusionPipeline):
                 adaptive_guidance=adaptive_guidance,
                 generator=generator,
                 latents=latents,
+                input_range=input_range,
                 **auto,
             )
             images = self.postprocess(result.latents, output_type)
@@ -466,7 +475,7 @@ class FlexTokPipeline(DiffusionPipeline):
                 quality=result.quality,
                 target_met=result.target_met,
             )
-        token_ids = self.tokenize(image, num_tokens=num_tokens, generator=None)
+        token_ids = self.tokenize(image, num_tokens=num_tokens, generator=None, input_range=input_range)
         images = self.detokenize(
             token_ids,
             num_inference_steps=num_inference_steps,
@@ -493,15 +502,17 @@ class FlexTokPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         output_type: str = "pil",
         stream: bool = False,
+        input_range=None,
     ) -> FlexTokCoarseToFineOutput | Iterator[FlexTokStreamOutput]:
         """One reconstruction per budget (default 1, 2, 4, ..., K) for each image, all in one batch, every budget of
         an image starting from the same noise. With `stream=True`, returns [`~FlexTokPipeline.stream_coarse_to_fine`]
-        (a generator yielding each budget as soon as it is decoded) instead."""
+        (a generator yielding each budget as soon as it is decoded) instead. `input_range`: as in `__call__`."""
         if stream:
             return self.stream_coarse_to_fine(
-                image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator, output_type
-            )
-        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type)
+                image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator, output_type,
+                input_range=input_range,
+            )  # fmt: skip
+        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type, input_range)
         batch_ids = [ids[:k] for ids in token_ids for k in budgets]
         batch_noise = noise.repeat_interleave(len(budgets), dim=0)
         images = self.detokenize(
@@ -528,13 +539,14 @@ class FlexTokPipeline(DiffusionPipeline):
         adaptive_guidance: bool | None = None,
         generator: torch.Generator | None = None,
         output_type: str = "pil",
+        input_range=None,
     ) -> Iterator[FlexTokStreamOutput]:
         """[`~FlexTokPipeline.coarse_to_fine`] as a generator: the images are tokenized once, then each budget (in
         the order given) is decoded as one batch and yielded right away as a [`FlexTokStreamOutput`] (its `images`
         are those of every input image at that budget). Same noise per image as `coarse_to_fine`, so the streamed
         reconstructions equal the non-streamed ones (up to float rounding of the different batch layout). The inputs
         are checked and tokenized when this is called; decoding happens while iterating."""
-        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type)
+        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type, input_range)
         return self._stream_budgets(
             token_ids, budgets, noise, num_inference_steps, guidance_scale, adaptive_guidance, output_type
         )
@@ -557,11 +569,11 @@ class FlexTokPipeline(DiffusionPipeline):
                 images=images, token_ids=prefixes, num_tokens=k, is_final=index == len(budgets) - 1
             )
 
-    def _coarse_to_fine_inputs(self, image, budgets, generator, output_type):
+    def _coarse_to_fine_inputs(self, image, budgets, generator, output_type, input_range=None):
         """-> (all K ids per image, checked budgets, one initial noise per image)."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-        token_ids = self.tokenize(image)
+        token_ids = self.tokenize(image, input_range=input_range)
         budgets = list(budgets) if budgets is not None else self.default_budgets()
         if len(budgets) == 0:
             raise ValueError("`budgets` must contain at least one token budget.")
