@@ -76,7 +76,7 @@ def fake_hub():
     """
     import datasets.config
 
-    from flextok_hf.testing import FakeHub
+    from fake_hub import FakeHub
 
     # `load_dataset(repo_id)` asks the dataset viewer at "http://datasets-server.<HF_ENDPOINT host>" for exported
     # infos; for 127.0.0.1 that name goes to the system DNS resolver. datasets has no environment switch for it.

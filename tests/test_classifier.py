@@ -93,6 +93,7 @@ def test_label_mapping_and_padding():
     assert padded.shape == (1, 1, 4, 4) and padded[0, 0, 1:3, 1:3].tolist() == [[0.0, 1.0], [2.0, 3.0]]
 
 
+@pytest.mark.slow
 def test_trainer_learns_and_safetensors_round_trip(tmp_path):
     generator = torch.Generator().manual_seed(0)
     # Two separable classes: bright vs dark images (with noise).
@@ -129,6 +130,7 @@ def test_trainer_learns_and_safetensors_round_trip(tmp_path):
         torch.testing.assert_close(reloaded(pixels).logits, model(pixels).logits)
 
 
+@pytest.mark.slow
 def test_train_classifier_command(tmp_path, monkeypatch):
     from flextok_hf import cli
 

@@ -56,6 +56,7 @@ def image_file(tmp_path_factory):
 # --------------------------------------------------------------------------------------------------------------------
 # One test per error class
 # --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # the real console script in a subprocess
 def test_missing_or_unreadable_file(tmp_path, image_file, capsys):
     # The issue's example: a folder that does not exist must not be looked up as a Hub repo id (HFValidationError).
     result = run_cli("reconstruct", image_file, "--model", str(tmp_path / "outputs" / "missing"), cwd=tmp_path)
@@ -69,6 +70,7 @@ def test_missing_or_unreadable_file(tmp_path, image_file, capsys):
         assert line.startswith("flextok-hf reconstruct: error: `images`: cannot read image file") and reason in line
 
 
+@pytest.mark.slow  # the real console script in a subprocess
 def test_not_a_flextok_folder(tmp_path, image_file):
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
@@ -76,6 +78,7 @@ def test_not_a_flextok_folder(tmp_path, image_file):
     assert_user_error(result, "reconstruct", "is not a FlexTok model", "model_type 'bert'")
 
 
+@pytest.mark.slow  # the real console script in a subprocess
 def test_truncated_or_non_safetensors_checkpoint(tmp_path):
     # The issue's example: `SafetensorError: invalid header length` used to come out as a traceback.
     (tmp_path / "model.safetensors").write_bytes(open(FIXTURE_CKPT, "rb").read()[:6])
@@ -84,6 +87,7 @@ def test_truncated_or_non_safetensors_checkpoint(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # the real console script in a subprocess
 def test_refused_metadata(tmp_path):
     config = fixture_official_config()
     config["regularizer"] = {"_target_": "os.system", "_args_": ["touch pwned"]}
@@ -93,12 +97,14 @@ def test_refused_metadata(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.slow  # the real console script in a subprocess
 def test_offline_hub_id(tmp_path, image_file):
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
     result = run_cli("reconstruct", image_file, "--model", "someone/flextok-model", cwd=tmp_path, env=env)
     assert_user_error(result, "reconstruct", "'someone/flextok-model'", "offline", "hf download")
 
 
+@pytest.mark.slow  # the real console script in a subprocess
 def test_missing_optional_dependency(tmp_path):
     """`flextok-hf demo` where gradio is not installed: a `sitecustomize` makes `import gradio` fail as it would."""
     blocker = tmp_path / "blocker"
@@ -119,6 +125,7 @@ def test_missing_optional_dependency(tmp_path):
     assert_user_error(result, "demo", "'gradio' is not installed", 'pip install "flextok_hf[demo]"')
 
 
+@pytest.mark.slow  # the real console script in a subprocess
 def test_invalid_argument_value(tmp_path, image_file):
     result = run_cli(
         "reconstruct", image_file, "--model", pretrained_path("tokenizer"), "--num-tokens", "0,4", cwd=tmp_path

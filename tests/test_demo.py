@@ -7,6 +7,7 @@ import os
 import runpy
 import socket
 import threading
+import zipfile
 
 import gradio as gr
 import numpy as np
@@ -257,6 +258,7 @@ def test_invalid_inputs_give_readable_errors(client, image_file, tmp_path):
         client.predict("   ", 4, 2.0, 2.0, 1, STEPS, 0, api_name="/generate")
 
 
+@pytest.mark.slow
 def test_twenty_concurrent_clients(server, image_file):
     errors, done = [], []
 
@@ -323,6 +325,7 @@ def test_demo_loads_the_shipped_default_models():
 
 
 # ------------------------------------------------------------------------------------------------------ Space
+@pytest.mark.slow
 def test_export_space(pipes, tmp_path):
     tokenizer_dir, t2i_dir, out = tmp_path / "tokenizer", tmp_path / "t2i", tmp_path / "space"
     pipes[0].save_pretrained(tokenizer_dir)
@@ -334,6 +337,10 @@ def test_export_space(pipes, tmp_path):
     assert len(wheels) == 1
     packaged = check_wheel(str(wheels[0]), os.path.join(REPO, "src", "flextok_hf"))
     assert "flextok_hf/metrics/psnr/psnr.py" in packaged and "flextok_hf/pretrained/__init__.py" in packaged
+    with zipfile.ZipFile(wheels[0]) as archive:  # test-only code (the loopback fake Hub) stays out of the wheel
+        assert not [
+            name for name in archive.namelist() if "fake_hub" in name or name.startswith("flextok_hf/testing/")
+        ]
 
     requirements = [line for line in (out / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
     names = [line.split("=")[0].split(">")[0].split(" ")[0].lower() for line in requirements]

@@ -14,6 +14,8 @@ from flextok_hf import FlexTokClassToImagePipeline, FlexTokPipeline
 from flextok_hf.demo import build_demo, launch_demo
 from flextok_test_utils import tiny_model, tiny_prior
 
+pytestmark = pytest.mark.slow  # a real headless Chromium
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",

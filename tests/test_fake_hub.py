@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from flextok_hf.testing import FakeHub
+from fake_hub import FakeHub
 
 
 class RealNetworkAccess(AssertionError):
@@ -294,7 +294,7 @@ def test_root_directory_keeps_repos_across_restarts(tmp_path):
 
 
 def test_serve_arguments_build_a_working_hub(tmp_path):
-    from flextok_hf.testing.fake_hub import build_parser, hub_from_args
+    from fake_hub import build_parser, hub_from_args
 
     args = build_parser().parse_args(["--port", "0", "--root", str(tmp_path), "--user", "alice", "--token", "hf_a"])
     with hub_from_args(args) as hub:

@@ -88,6 +88,7 @@ def test_target_modules_cover_the_projections_only():
         add_lora(torch.nn.Linear(2, 2))
 
 
+@pytest.mark.slow
 def test_finetune_save_reload_and_merge(base_dir, tmp_path):
     config = FlexTokModel.from_pretrained(base_dir).config
     before_velocity, before_ids = outputs(FlexTokModel.from_pretrained(base_dir), config)

@@ -319,6 +319,7 @@ def _training_args(**overrides):
     return args
 
 
+@pytest.mark.slow
 def test_trainer_lowers_loss(tmp_path):
     model = tiny_model(initializer_range=0.02, condition_dropout_prob=0.1)
     dataset = synthetic_dataset()
@@ -330,6 +331,7 @@ def test_trainer_lowers_loss(tmp_path):
     assert before > 3.0 and after < 0.5 * before, (before, after)
 
 
+@pytest.mark.slow
 def test_trainer_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
     dataset = synthetic_dataset(num_rows=48)
     args = _training_args(max_steps=6, save_strategy="steps", save_steps=3, per_device_train_batch_size=8)
@@ -348,6 +350,7 @@ def test_trainer_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
 
 
+@pytest.mark.slow
 def test_lora_trains_and_merges_to_identical_outputs(tmp_path):
     from peft import LoraConfig, get_peft_model
 

@@ -151,6 +151,7 @@ def _train_args(ids_dir, out, *extra):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_train_prior_class_cli_lowers_loss_and_writes_a_pipeline(ids_dir, flextok_dir, tmp_path, capsys):
     out = tmp_path / "prior"
     argv = _train_args(ids_dir, out, "--condition_type", "class", "--max_steps", "40", "--logging_steps", "5")
@@ -182,6 +183,7 @@ def test_train_prior_class_cli_lowers_loss_and_writes_a_pipeline(ids_dir, flexto
     assert np.array_equal(stitched[:16, :16], np.round(again.images[0] * 255).astype(np.uint8))  # same seed
 
 
+@pytest.mark.slow
 def test_train_prior_text_cli_references_minilm(ids_dir, flextok_dir, tmp_path, capsys):
     out = tmp_path / "text_prior"
     argv = _train_args(ids_dir, out, "--condition_type", "text", "--num_condition_tokens", "8", "--max_steps", "6")
@@ -198,6 +200,7 @@ def test_train_prior_text_cli_references_minilm(ids_dir, flextok_dir, tmp_path, 
     assert isinstance(load_generation_pipeline(out / "pipeline"), FlexTokText2ImagePipeline)
 
 
+@pytest.mark.slow
 def test_train_prior_resumes_from_the_latest_checkpoint(ids_dir, tmp_path):
     out = tmp_path / "resumable"
     first = _train_args(ids_dir, out, "--max_steps", "4", "--eval_split", "none", "--logging_steps", "1")

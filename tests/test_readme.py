@@ -263,6 +263,9 @@ def test_first_blocks_are_the_main_job_and_the_tests():
     assert demo.code.strip() == "flextok-hf demo"
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.rstrip().endswith("python -m pytest -q") and 'pip install -q -e ".[test]"' in ci
+    # the fast subset is named next to the test command; CI (above) still runs the slow tests too
+    after_tests = README.read_text().split("bash .ci/run", 1)[1].split("```", 2)[1]
+    assert '`python -m pytest -q -m "not slow"`' in after_tests
 
 
 def test_main_install_has_what_the_demo_needs():

@@ -166,6 +166,7 @@ def test_repa_off_changes_nothing():
         plain(images(), repa_target=torch.zeros(4, 16, FEATURES))
 
 
+@pytest.mark.slow
 def test_train_tokenizer_with_repa_teacher(tmp_path):
     tiny_vit().save_pretrained(tmp_path / "teacher")
     run = {

@@ -124,6 +124,7 @@ def test_recipe_phases():
         FlexTokRecipe(deterministic_steps=-1)
 
 
+@pytest.mark.slow
 def test_trainer_applies_the_recipe_and_the_feature_matching_term(tmp_path):
     """The trainer's loss at a warm-start step equals the model's loss with sigma = 1, k = K, no null condition, plus
     `weight * MSE(features(x0_hat), features(x0))`."""
@@ -155,6 +156,7 @@ def test_trainer_applies_the_recipe_and_the_feature_matching_term(tmp_path):
     assert model.decoder.head.proj.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_resume_of_a_multi_phase_schedule_reproduces_the_uninterrupted_run(tmp_path):
     run = {
         **BASE,
@@ -219,6 +221,7 @@ def test_diagnostic_reports_no_gap_for_a_decoder_that_ignores_its_registers():
         token_reliance(model, pixel_values=images, num_tokens=9)
 
 
+@pytest.mark.slow
 def test_training_logs_the_diagnostic(tmp_path):
     run = {
         **BASE,

@@ -110,6 +110,7 @@ def test_arguments_and_model_building(tmp_path):
         parsed.func(parsed)
 
 
+@pytest.mark.slow
 def test_resume_reproduces_uninterrupted_run(tmp_path):
     """Gradient accumulation + eval + EMA + grids: a run resumed from its step-3 checkpoint ends exactly like the
     uninterrupted run (losses and EMA); the outputs are all there and load."""
@@ -174,6 +175,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert processor(Image.new("L", (8, 8)), return_tensors="pt")["pixel_values"].shape == (1, 3, 16, 16)
 
 
+@pytest.mark.slow
 def test_cached_latents_train_like_pixels(tmp_path):
     run = {**BASE, "max_steps": 3, "save_strategy": "no"}
     pixels = train_tokenizer({**run, "output_dir": str(tmp_path / "pixels")})
@@ -187,6 +189,7 @@ def test_cached_latents_train_like_pixels(tmp_path):
     assert AutoImageProcessor.from_pretrained(tmp_path / "cached").size == {"shortest_edge": 16}
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(tmp_path):
     output_dir = tmp_path / "ddp"
     command = [

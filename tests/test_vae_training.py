@@ -58,6 +58,7 @@ def trained(tmp_path_factory):
     return trainer, output_dir
 
 
+@pytest.mark.slow
 def test_training_lowers_the_reconstruction_loss(trained):
     trainer, output_dir = trained
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -72,6 +73,7 @@ def test_training_lowers_the_reconstruction_loss(trained):
     assert (output_dir / "loss_curve.png").is_file() and (output_dir / "preprocessor_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_saved_vae_loads_with_its_scaling_factor_and_plugs_into_flextok(trained):
     trainer, output_dir = trained
     assert (output_dir / "diffusion_pytorch_model.safetensors").is_file()
@@ -155,6 +157,7 @@ def test_loss_terms_and_perceptual_gradient():
         train_vae({**RUN, "kl_weight": -1.0, "output_dir": "unused"})
 
 
+@pytest.mark.slow
 def test_evaluation_and_exact_resume(tmp_path):
     run = {**RUN, "max_steps": 4, "save_steps": 2, "save_strategy": "steps", "eval_split": "test",
            "max_eval_samples": 8, "eval_steps": 2, "scaling_num_samples": 4}  # fmt: skip

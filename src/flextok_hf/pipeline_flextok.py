@@ -133,11 +133,12 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
     # ---------------------------------------------------------------------------------------------------------------
     # User-level steps
     # ---------------------------------------------------------------------------------------------------------------
-    def preprocess(self, image) -> torch.Tensor:
-        """Images (PIL / numpy / torch / paths, one or a list) -> `pixel_values` `[B, 3, S, S]` in [-1, 1]."""
+    def preprocess(self, image, input_range=None) -> torch.Tensor:
+        """Images (PIL / numpy / torch / paths, one or a list) -> `pixel_values` `[B, 3, S, S]` in [-1, 1]. Float
+        inputs are read in `input_range` ("[0, 1]" by default, or "[-1, 1]"; see `FlexTokImageProcessor`)."""
         if image is None:
             raise ValueError("`image` is required.")
-        pixel_values = self.image_processor(image, return_tensors="pt")["pixel_values"]
+        pixel_values = self.image_processor(image, input_range=input_range, return_tensors="pt")["pixel_values"]
         return pixel_values.to(self._execution_device, self.flextok.dtype)
 
     @torch.no_grad()
@@ -155,12 +156,14 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
         guidance_scale: float | Callable | None = None,
         adaptive_guidance: bool | None = None,
         feature_network: torch.nn.Module | None = None,
+        input_range=None,
     ) -> list[torch.LongTensor]:
         """Images -> one 1D id tensor per image, truncated to `num_tokens`: an int, one int per image, or `"auto"`.
 
         With `num_tokens="auto"` each image keeps the smallest budget whose reconstruction meets `quality_target`
         (see [`~FlexTokPipeline.choose_num_tokens`], which takes the remaining arguments; `generator` then seeds
         the decoder noise of that search). Otherwise `generator` is only used by VAEs that sample their posterior.
+        `input_range` is the value range of float images: "[0, 1]" (default) or "[-1, 1]".
         """
         auto = dict(
             quality_target=quality_target,
@@ -175,9 +178,9 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
         )
         check_auto_arguments(num_tokens, **auto)
         if num_tokens == AUTO:
-            result = self.choose_num_tokens(images, generator=generator, **auto)
+            result = self.choose_num_tokens(images, generator=generator, input_range=input_range, **auto)
             return [ids[:k] for ids, k in zip(result.token_ids, result.num_tokens)]
-        pixel_values = self.preprocess(images)
+        pixel_values = self.preprocess(images, input_range)
         token_ids = self.flextok.tokenize(pixel_values, generator=generator)
         budgets = self._budgets(num_tokens, len(token_ids))
         return [ids[:k] for ids, k in zip(token_ids, budgets)]
@@ -260,6 +263,7 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
         latents: torch.Tensor | None = None,
         feature_network: torch.nn.Module | None = None,
         pixel_values: torch.Tensor | None = None,
+        input_range=None,
     ) -> FlexTokAutoBudgetOutput:
         r"""
         Per image, the smallest token budget whose reconstruction meets a quality target (`num_tokens="auto"`).
@@ -283,6 +287,7 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
             generator / latents: the decoder noise (one draw per image, as in `__call__`).
             feature_network: for `"feature_distance"`: images `[B, 3, H, W]` in [-1, 1] -> features `[B, D]`
                 (default: the classifier shipped with the package).
+            input_range: the value range of float images, "[0, 1]" (default) or "[-1, 1]".
 
         Returns:
             [`~flextok_hf.adaptive_budget.FlexTokAutoBudgetOutput`] (chosen `num_tokens`, `quality`, `target_met`,
@@ -291,7 +296,7 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
         if (image is None) == (pixel_values is None):
             raise ValueError("Pass exactly one of `image` or `pixel_values`.")
         if pixel_values is None:
-            pixel_values = self.preprocess(image)
+            pixel_values = self.preprocess(image, input_range)
         else:
             pixel_values = self.flextok._check_pixel_values(pixel_values)
             pixel_values = pixel_values.to(self._execution_device, self.flextok.dtype)
@@ -353,6 +358,7 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
         max_tokens: int | None = None,
         search_num_inference_steps: int | None = None,
         feature_network: torch.nn.Module | None = None,
+        input_range=None,
     ) -> FlexTokPipelineOutput | tuple:
         r"""
         Reconstruct images from their first `num_tokens` FlexTok tokens.
@@ -368,6 +374,8 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
             output_type: `"pil"`, `"np"`, `"pt"`, `"raw"` (unclamped decoder output) or `"latent"`.
             callback_on_step_end: `f(pipe, step_index, timestep, callback_kwargs) -> dict`, called after each step
                 with the tensors named in `callback_on_step_end_tensor_inputs` (default `["latents"]`).
+            input_range: the value range of float images, `"[0, 1]"` (default) or `"[-1, 1]"` (also `(-1, 1)`); PIL
+                and uint8 images are always [0, 255]. Values outside it raise a `ValueError`.
 
         Returns:
             [`FlexTokPipelineOutput`] (or a tuple `(images, token_ids)` when `return_dict=False`).
@@ -393,6 +401,7 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
                 adaptive_guidance=adaptive_guidance,
                 generator=generator,
                 latents=latents,
+                input_range=input_range,
                 **auto,
             )
             images = self.postprocess(result.latents, output_type)
@@ -406,7 +415,7 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
                 quality=result.quality,
                 target_met=result.target_met,
             )
-        token_ids = self.tokenize(image, num_tokens=num_tokens, generator=None)
+        token_ids = self.tokenize(image, num_tokens=num_tokens, generator=None, input_range=input_range)
         images = self.detokenize(
             token_ids,
             num_inference_steps=num_inference_steps,

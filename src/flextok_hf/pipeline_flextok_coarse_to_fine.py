@@ -27,6 +27,7 @@ class FlexTokCoarseToFineMixin:
         output_type: str = "pil",
         stream: bool = False,
         seed: int | None = None,
+        input_range=None,
     ) -> FlexTokCoarseToFineOutput | Iterator[FlexTokStreamOutput]:
         """One reconstruction per budget (default 1, 2, 4, ..., K) for each image, every budget of an image starting
         from the same noise, decoded by [`~flextok_hf.decoding.decode_at_budgets`] (one batch per budget).
@@ -34,12 +35,15 @@ class FlexTokCoarseToFineMixin:
         The noise: with `seed`, image i gets the noise of `flextok_hf.decoding`'s rule (the same as in the evaluation,
         the training grids and the demo); else one draw per image from `generator` (one generator, or one per image).
         With `stream=True`, returns [`~FlexTokPipeline.stream_coarse_to_fine`] (a generator yielding each budget as
-        soon as it is decoded) instead."""
+        soon as it is decoded) instead. `input_range`: the value range of float images, as in `__call__`."""
         if stream:
             return self.stream_coarse_to_fine(
-                image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator, output_type, seed
-            )
-        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type, seed)
+                image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator, output_type, seed,
+                input_range=input_range,
+            )  # fmt: skip
+        token_ids, budgets, noise = self._coarse_to_fine_inputs(
+            image, budgets, generator, output_type, seed, input_range
+        )
         images = decode_at_budgets(
             self,
             token_ids,
@@ -62,13 +66,16 @@ class FlexTokCoarseToFineMixin:
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         seed: int | None = None,
+        input_range=None,
     ) -> Iterator[FlexTokStreamOutput]:
         """[`~FlexTokPipeline.coarse_to_fine`] as a generator: the images are tokenized once, then each budget (in
         the order given) is decoded as one batch and yielded right away as a [`FlexTokStreamOutput`] (its `images`
         are those of every input image at that budget). Same noise and batches as `coarse_to_fine`, so the streamed
         reconstructions equal the non-streamed ones exactly. The inputs are checked and tokenized when this is
         called; decoding happens while iterating."""
-        token_ids, budgets, noise = self._coarse_to_fine_inputs(image, budgets, generator, output_type, seed)
+        token_ids, budgets, noise = self._coarse_to_fine_inputs(
+            image, budgets, generator, output_type, seed, input_range
+        )
         decoded = iter_decode_at_budgets(
             self,
             token_ids,
@@ -89,14 +96,14 @@ class FlexTokCoarseToFineMixin:
                 images=images, token_ids=[ids[:k] for ids in token_ids], num_tokens=k, is_final=j == len(budgets) - 1
             )
 
-    def _coarse_to_fine_inputs(self, image, budgets, generator, output_type, seed=None):
+    def _coarse_to_fine_inputs(self, image, budgets, generator, output_type, seed=None, input_range=None):
         """-> (all K ids per image, checked budgets, one initial noise per image `[N, C, h, w]`)."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         if seed is not None and generator is not None:
             raise ValueError("Pass at most one of `seed` or `generator`.")
         budgets = check_budgets(budgets, self.flextok.config.num_registers)
-        token_ids = self.tokenize(image)
+        token_ids = self.tokenize(image, input_range=input_range)
         if seed is not None:
             return token_ids, budgets, decoder_noise(self.flextok.config, seed, range(len(token_ids)))
         return token_ids, budgets, self.flextok.prepare_noise(len(token_ids), generator)

@@ -8,7 +8,7 @@ import torch
 from transformers import Pipeline
 
 from .adaptive_budget import AUTO, check_auto_arguments, check_task_auto_arguments, task_forward_auto
-from .image_processing_flextok import FlexTokImageProcessor
+from .image_processing_flextok import FlexTokImageProcessor, check_input_range
 
 TASK = "flextok-tokenize"
 
@@ -29,7 +29,8 @@ class FlexTokTokenizePipeline(Pipeline):
     `model` may be a `FlexTokModel` folder, a `FlexTokPipeline` or text-/class-to-image pipeline folder (its `flextok`
     part), an official apple/ml-flextok checkpoint (converted in memory), or a Hub id of any of these (see
     `flextok_hf.loading`). The image processor is the folder's `preprocessor_config.json` when it has one, else it is
-    built from the model config. Images may be PIL images (any mode), numpy arrays, torch tensors or file paths.
+    built from the model config. Images may be PIL images (any mode), numpy arrays, torch tensors or file paths;
+    float arrays are read in [0, 1] unless `input_range="[-1, 1]"` is passed (PIL and uint8 images are [0, 255]).
     `num_tokens` (1..K, default K) keeps the first ids of the ordered, coarse-to-fine sequence.
 
     `num_tokens="auto"` keeps per image the smallest budget whose reconstruction meets `quality_target` (a minimum PSNR
@@ -64,6 +65,7 @@ class FlexTokTokenizePipeline(Pipeline):
         guidance_scale=None,
         adaptive_guidance=None,
         seed=None,
+        input_range=None,
         **kwargs,
     ):
         # num_tokens="auto": per image the smallest budget meeting `quality_target` (see `flextok_hf.adaptive_budget`)
@@ -79,8 +81,9 @@ class FlexTokTokenizePipeline(Pipeline):
             seed=seed,
         )
         check_auto_arguments(num_tokens, **auto)
+        preprocess_kwargs = {} if input_range is None else {"input_range": check_input_range(input_range)}
         if num_tokens == AUTO:
-            return {}, {"auto": check_task_auto_arguments(self.model, auto)}, {}
+            return preprocess_kwargs, {"auto": check_task_auto_arguments(self.model, auto)}, {}
         postprocess_kwargs = {}
         if num_tokens is not None:
             num_registers = self.model.config.num_registers
@@ -89,10 +92,10 @@ class FlexTokTokenizePipeline(Pipeline):
             if not 1 <= num_tokens <= num_registers:
                 raise ValueError(f"`num_tokens` must be in [1, {num_registers}], got {num_tokens}.")
             postprocess_kwargs["num_tokens"] = num_tokens
-        return {}, {}, postprocess_kwargs
+        return preprocess_kwargs, {}, postprocess_kwargs
 
-    def preprocess(self, image):
-        return self.image_processor(image, return_tensors="pt")
+    def preprocess(self, image, input_range=None):
+        return self.image_processor(image, input_range=input_range, return_tensors="pt")
 
     def _forward(self, model_inputs, auto=None):
         pixel_values = model_inputs["pixel_values"].to(self.model.dtype)

@@ -12,8 +12,8 @@ Xet for those files: set `HF_HUB_DISABLE_XET=1` (hf_xet, when installed, is othe
 
 Routes the server does not know answer `501` with the path in the body and are recorded in `FakeHub.unhandled`, so a
 missing endpoint fails loudly instead of hanging. The module uses only the standard library (plus PyYAML, a
-huggingface_hub dependency, to read README front matter). Importing it still runs `flextok_hf/__init__.py`, which
-imports transformers (and so huggingface_hub): set the environment before importing `flextok_hf.testing`.
+huggingface_hub dependency, to read README front matter). It is test-only code and not part of the installed package:
+`tests/conftest.py` starts it for the `fake_hub` fixture, and `python tests/fake_hub.py --port N` serves it by hand.
 """
 
 import argparse
@@ -704,7 +704,7 @@ def hub_from_args(args: argparse.Namespace) -> FakeHub:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m flextok_hf.testing.fake_hub --port N --root DIR`: serve until Ctrl-C."""
+    """`python tests/fake_hub.py --port N --root DIR`: serve until Ctrl-C."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logger.setLevel(logging.DEBUG)
