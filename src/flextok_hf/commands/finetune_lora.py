@@ -5,22 +5,13 @@ Every flag of `LoraModelArguments`, `TokenizerDataArguments` and `LoraTrainingAr
 `HfArgumentParser` inside `run`, so this parser only collects them (its prefix char is `+`, so `--x` stays a value).
 """
 
-import argparse
+from . import register_trainer_command
 
 
 def register(subparsers):
-    parser = subparsers.add_parser(
+    register_trainer_command(
+        subparsers,
         "finetune-lora",
         help="LoRA fine-tuning of a trained FlexTok tokenizer; saves only the adapter.",
-        description="Run `flextok-hf finetune-lora --help` for all flags.",
-        add_help=False,
-        prefix_chars="+",
+        module="training.lora",
     )
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="HfArgumentParser flags (see --help)")
-    parser.set_defaults(func=run)
-
-
-def run(args) -> int:
-    from ..training.lora import main
-
-    return main(list(args.args))

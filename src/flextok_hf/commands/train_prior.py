@@ -11,22 +11,13 @@ Every flag of `flextok_hf.training.prior.parse_prior_args` is accepted (`flextok
 training itself is `flextok_hf.training.prior.train_prior_from_args`.
 """
 
-import argparse
+from . import register_trainer_command
 
 
 def register(subparsers):
-    parser = subparsers.add_parser(
+    register_trainer_command(
+        subparsers,
         "train-prior",
         help="Train the autoregressive prior (class- or text-conditional) on pre-tokenized ids with Trainer.",
-        description="Run `flextok-hf train-prior --help` for all flags.",
-        add_help=False,
-        prefix_chars="+",
+        module="training.prior",
     )
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="HfArgumentParser flags (see --help)")
-    parser.set_defaults(func=run)
-
-
-def run(args) -> int:
-    from ..training.prior import main
-
-    return main(list(args.args))
