@@ -40,6 +40,7 @@ from .demo_handlers import (  # noqa: F401 (re-exported: the public names of fle
     prepare_image,
     psnr_table,
 )
+from .space import bundled_examples
 
 DEFAULT_MAX_FILE_SIZE = "10mb"
 DEFAULT_PROMPTS = ("handwritten digit seven", "a giraffe", "an elephant", "handwritten digit three")
@@ -90,17 +91,7 @@ def load_demo_pipelines(model: str | None = None, text2image: str | None = None,
 
 def default_examples() -> list[tuple[str, PIL.Image.Image]]:
     """The bundled sample images (`flextok_hf.data.sample_images`), skipping sources whose package/font is missing."""
-    try:
-        from .data.samples import SAMPLE_SOURCES, sample_images
-    except ImportError:
-        return []
-    examples = []
-    for source in SAMPLE_SOURCES:
-        try:
-            examples += sample_images((source,))
-        except (ImportError, OSError, ValueError):
-            continue
-    return examples
+    return bundled_examples()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -177,25 +168,15 @@ def build_demo(
                             info="auto: the smallest k whose reconstruction reaches the PSNR target",
                             elem_id="tok-mode",
                         )
-                        target = gr.Slider(
-                            5.0,
-                            50.0,
-                            value=DEFAULT_TARGET_PSNR,
-                            step=0.5,
-                            label="Auto: minimum PSNR (dB)",
-                            elem_id="tok-target",
+                        target = _half_step_slider(
+                            5.0, 50.0, DEFAULT_TARGET_PSNR, "Auto: minimum PSNR (dB)", "tok-target"
                         )
                     with gr.Accordion("Decoder settings", open=False):
                         steps = gr.Slider(
                             1, 50, value=config.num_inference_steps, step=1, label="Decoder steps", elem_id="tok-steps"
                         )
-                        guidance = gr.Slider(
-                            1.0,
-                            15.0,
-                            value=float(config.guidance_scale),
-                            step=0.5,
-                            label="Decoder guidance scale (1 = off)",
-                            elem_id="tok-guidance",
+                        guidance = _half_step_slider(
+                            1.0, 15.0, float(config.guidance_scale), "Decoder guidance scale (1 = off)", "tok-guidance"
                         )
                         seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="tok-seed")
                     run = gr.Button("Tokenize & reconstruct", variant="primary", elem_id="tok-run")
@@ -247,6 +228,11 @@ def build_demo(
     return demo
 
 
+def _half_step_slider(minimum: float, maximum: float, value: float, label: str, elem_id: str):
+    """A float slider in steps of 0.5 (the PSNR target and the guidance scales)."""
+    return gr.Slider(minimum, maximum, value=value, step=0.5, label=label, elem_id=elem_id)
+
+
 def _image_examples(examples: Sequence, image_component) -> None:
     """Thumbnails of `(caption, image)` pairs or bare images / paths that fill the input when clicked."""
     images = [[example[1] if isinstance(example, (tuple, list)) else example] for example in examples]
@@ -268,21 +254,19 @@ def _generate_tab(gen: GenerateHandlers, pipeline, prompt_examples) -> None:
                 tokens = gr.Slider(
                     1, gen.max_tokens, value=default_tokens, step=1, label="Number of tokens k", elem_id="gen-tokens"
                 )
-                prior_guidance = gr.Slider(
+                prior_guidance = _half_step_slider(
                     1.0,
                     10.0,
-                    value=float(config.prior_guidance_scale),
-                    step=0.5,
-                    label="Prior guidance scale (1 = off)",
-                    elem_id="gen-prior-guidance",
+                    float(config.prior_guidance_scale),
+                    "Prior guidance scale (1 = off)",
+                    "gen-prior-guidance",
                 )
-                decoder_guidance = gr.Slider(
+                decoder_guidance = _half_step_slider(
                     1.0,
                     15.0,
-                    value=float(config.decoder_guidance_scale),
-                    step=0.5,
-                    label="Decoder guidance scale (1 = off)",
-                    elem_id="gen-decoder-guidance",
+                    float(config.decoder_guidance_scale),
+                    "Decoder guidance scale (1 = off)",
+                    "gen-decoder-guidance",
                 )
                 count = gr.Slider(1, gen.max_images, value=4, step=1, label="Number of images", elem_id="gen-count")
                 previews = gr.Checkbox(

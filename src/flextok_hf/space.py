@@ -231,7 +231,9 @@ def render_readme(title: str = "FlexTok", models: list[str] = (), body: str | No
     return f"---\n{data.to_yaml()}\n---\n\n{body if body is not None else _README_BODY.format(title=title)}"
 
 
-def _sample_images() -> list:
+def bundled_examples() -> list:
+    """The bundled `(caption, image)` samples (`flextok_hf.data.sample_images`), skipping sources whose package or
+    font is missing; the demo's default examples."""
     try:
         from .data.samples import SAMPLE_SOURCES, sample_images
     except ImportError:
@@ -247,7 +249,7 @@ def _sample_images() -> list:
 
 def write_examples(folder: str) -> int:
     """The bundled sample images as PNGs plus `examples.json` (file -> caption); returns how many."""
-    samples = _sample_images()
+    samples = bundled_examples()
     if not samples:
         return 0
     os.makedirs(folder, exist_ok=True)
@@ -377,5 +379,6 @@ __all__ = [
     "render_readme",
     "render_requirements",
     "write_examples",
+    "bundled_examples",
     "find_source_dir",
 ]

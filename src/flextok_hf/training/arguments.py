@@ -7,13 +7,15 @@ Each entry point subclasses it and changes only what differs (its recipe's learn
 
 from __future__ import annotations
 
+import argparse
+import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from transformers import TrainingArguments
 
-from ..argument_parser import normalize_int_list_fields
+from ..argument_parser import FlexTokArgumentParser, normalize_int_list_fields
 
 
 def native_bf16_available(cpu: bool) -> bool:
@@ -67,4 +69,24 @@ class FlexTokTrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
-__all__ = ["FlexTokTrainingArguments", "native_bf16_available"]
+def run_entry_point(entry, argv=None) -> int:
+    """A training command's `main`: INFO logging to stderr, then `entry(argv)`; returns exit code 0."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    entry(argv)
+    return 0
+
+
+__all__ = ["FlexTokTrainingArguments", "native_bf16_available", "parse_training_args", "run_entry_point"]
+
+
+def parse_training_args(dataclass_types, args=None, *, prog: str, description: str, epilog: str | None = None):
+    """`args` (CLI strings, a dict, a JSON file or the parsed tuple) parsed into `dataclass_types` by a
+    [`FlexTokArgumentParser`] whose help shows `description` and `epilog` as written."""
+    parser = FlexTokArgumentParser(
+        dataclass_types,
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser.parse(args)

@@ -221,6 +221,36 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return array.permute(0, 2, 3, 1).cpu().numpy()
 
 
+@contextlib.contextmanager
+def _eval_mode(model):
+    """Puts `model` in eval mode for the block and restores its training flag after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def encode_and_decode(model, images, budgets, num_inference_steps=20, guidance_scale=1.0, seed=0):
+    """`(images, decoded)`: `images` `[N, 3, S, S]` as float32 on the model's device, and their reconstructions from
+    the first k tokens per k in `budgets`, `[N, J, 3, S, S]` (adaptive guidance, the noise rule of
+    `flextok_hf.decoding` under decoder seed `seed`)."""
+    images = images.to(model.device, torch.float32)
+    token_ids = model.encode(pixel_values=images).token_ids
+    decoded = decode_at_budgets(
+        model,
+        token_ids,
+        budgets,
+        seed=seed,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        adaptive_guidance=True,
+    )
+    return images, decoded
+
+
 @torch.no_grad()
 def reconstruction_grid(
     model,
@@ -237,22 +267,8 @@ def reconstruction_grid(
     decoder seed `seed` at every budget (the noise rule shared with `coarse_to_fine`, the evaluation and the demo).
     """
     model = _unwrap(model)
-    was_training = model.training
-    model.eval()
-    try:
-        images = images.to(model.device, torch.float32)
-        token_ids = model.encode(pixel_values=images).token_ids
-        decoded = decode_at_budgets(
-            model,
-            token_ids,
-            budgets,
-            seed=seed,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            adaptive_guidance=True,
-        )  # [N, J, 3, S, S]
-    finally:
-        model.train(was_training)
+    with _eval_mode(model):
+        images, decoded = encode_and_decode(model, images, budgets, num_inference_steps, guidance_scale, seed)
     columns = [images, *decoded.unbind(1)]
     cells = np.stack([to_uint8(column) for column in columns], axis=1)  # [N, columns, S, S, 3]
     rows, cols, height, width, _ = cells.shape
@@ -265,22 +281,10 @@ def reconstruction_psnr(model, images: torch.Tensor, num_inference_steps=8, guid
     """Mean PSNR (dB, [-1, 1] range) of `images` `[N, 3, S, S]` reconstructed from all K tokens (noise of decoder
     seed `seed`, by the rule of `flextok_hf.decoding`)."""
     model = _unwrap(model)
-    was_training = model.training
-    model.eval()
-    try:
-        images = images.to(model.device, torch.float32)
-        token_ids = model.encode(pixel_values=images).token_ids
-        reconstruction = decode_at_budgets(
-            model,
-            token_ids,
-            [model.config.num_registers],
-            seed=seed,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            adaptive_guidance=True,
-        )[:, 0]
-    finally:
-        model.train(was_training)
+    with _eval_mode(model):
+        budgets = [model.config.num_registers]
+        images, decoded = encode_and_decode(model, images, budgets, num_inference_steps, guidance_scale, seed)
+    reconstruction = decoded[:, 0]
     return psnr(reconstruction.float().clamp(-1, 1), images, data_range=2.0, reduction="mean").item()
 
 

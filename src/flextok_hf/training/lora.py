@@ -22,7 +22,6 @@ The output folder holds only the adapter (`adapter_config.json`, `adapter_model.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -31,14 +30,16 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from transformers import set_seed
-from transformers.trainer_utils import IntervalStrategy
 
-from ..argument_parser import FlexTokArgumentParser
-from ..image_processing_flextok import FlexTokImageProcessor
 from ..modeling_flextok import FlexTokModel
-from .callbacks import EMACallback, LogHistoryCallback, SampleGridCallback
-from .collator import ImageCollator
-from .tokenizer import FlexTokTrainer, TokenizerDataArguments, TokenizerTrainingArguments, load_datasets
+from .arguments import parse_training_args, run_entry_point
+from .callbacks import encode_and_decode
+from .tokenizer import (
+    FlexTokTrainer,
+    TokenizerDataArguments,
+    TokenizerTrainingArguments,
+    prepare_image_training,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -156,13 +157,12 @@ class LoraTrainingArguments(TokenizerTrainingArguments):
 
 def parse_lora_args(args=None):
     """`(LoraModelArguments, TokenizerDataArguments, LoraTrainingArguments)` from CLI strings, a dict or a JSON file."""
-    parser = FlexTokArgumentParser(
+    return parse_training_args(
         (LoraModelArguments, TokenizerDataArguments, LoraTrainingArguments),
+        args,
         prog="flextok-hf finetune-lora",
         description="Adapt a trained FlexTok tokenizer to new data with LoRA (peft) and transformers.Trainer.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    return parser.parse(args)
 
 
 def finetune_lora(args: Sequence[str] | dict | tuple | None = None) -> FlexTokTrainer:
@@ -183,60 +183,18 @@ def finetune_lora(args: Sequence[str] | dict | tuple | None = None) -> FlexTokTr
         attention=lora_args.lora_attention,
         mlp=lora_args.lora_mlp,
     )
-    processor = FlexTokImageProcessor.from_model_config(base.config)
-    with training_args.main_process_first(desc="loading the datasets"):
-        train_dataset, eval_dataset = load_datasets(data_args, seed=training_args.seed)
-    if eval_dataset is None and training_args.eval_strategy != IntervalStrategy.NO:
-        training_args.eval_strategy = IntervalStrategy.NO
-        training_args.do_eval = False
-    collator = ImageCollator(processor, image_column=data_args.image_column, random_flip=data_args.random_flip)
-    preview = eval_dataset if eval_dataset is not None else train_dataset
-    num_fixed = min(len(preview), max(training_args.num_sample_images, training_args.eval_psnr_images))
-    fixed = ImageCollator(processor, image_column=data_args.image_column)([preview[i] for i in range(num_fixed)])
-    fixed = fixed["pixel_values"] if num_fixed else None
-
-    log_history = LogHistoryCallback(write_at_train_end=False)
-    callbacks = [log_history]
-    ema = None
-    if training_args.ema_decay > 0:
-        ema = EMACallback(training_args.ema_decay, use_warmup=training_args.ema_use_warmup, save_final=False)
-        callbacks.append(ema)
-    if training_args.num_sample_images > 0:
-        callbacks.append(
-            SampleGridCallback(
-                fixed[: training_args.num_sample_images],
-                budgets=training_args.sample_budgets,
-                every_n_steps=training_args.sample_every_n_steps,
-                num_inference_steps=training_args.sample_num_inference_steps,
-                guidance_scale=training_args.sample_guidance_scale,
-                seed=training_args.seed,
-                ema=ema,
-            )
-        )
-    use_psnr = eval_dataset is not None and training_args.eval_psnr_images > 0
-    trainer = FlexTokTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=collator,
-        callbacks=callbacks,
-        psnr_images=fixed[: training_args.eval_psnr_images] if use_psnr else None,
-        psnr_num_inference_steps=training_args.eval_psnr_num_inference_steps,
-        psnr_guidance_scale=training_args.eval_psnr_guidance_scale,
-        psnr_seed=training_args.seed,
-    )
+    setup = prepare_image_training(base.config, data_args, training_args)
+    setup.add_callbacks(training_args, save_final=False)
+    trainer = FlexTokTrainer(model=model, args=training_args, **setup.trainer_kwargs(training_args))
     if trainer.is_world_process_zero():
         trainable, total = model.get_nb_trainable_parameters()
         print(
             f"FlexTok LoRA fine-tuning of {lora_args.model_name_or_path}: {trainable:,} trainable of {total:,} "
-            f"parameters (r={lora_args.lora_r}, encoder={lora_args.lora_encoder}), {len(train_dataset):,} train "
+            f"parameters (r={lora_args.lora_r}, encoder={lora_args.lora_encoder}), {len(setup.train_dataset):,} train "
             f"images, output_dir={training_args.output_dir}",
             flush=True,
         )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    if eval_dataset is not None:
-        trainer.evaluate(metric_key_prefix="eval_ema" if ema is not None and ema.swapped else "eval")
+    setup.train_and_evaluate(trainer)
     if trainer.is_world_process_zero():
         save_lora(
             trainer.accelerator.unwrap_model(model),
@@ -247,14 +205,12 @@ def finetune_lora(args: Sequence[str] | dict | tuple | None = None) -> FlexTokTr
             max_steps=training_args.max_steps,
             ema_decay=training_args.ema_decay,
         )
-    log_history.write(trainer.args, trainer.state)
+    setup.log_history.write(trainer.args, trainer.state)
     return trainer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    finetune_lora(argv)
-    return 0
+    return run_entry_point(finetune_lora, argv)
 
 
 @torch.no_grad()
@@ -262,22 +218,11 @@ def budget_psnr(model, pixel_values: torch.Tensor, budgets, num_inference_steps=
     """Mean PSNR (dB) of `pixel_values` `[N, 3, S, S]` reconstructed from their first k tokens, per k in `budgets`.
     Image i starts from the same noise for every budget and every model: the noise rule of `flextok_hf.decoding`
     (`decode_at_budgets`) under decoder seed `seed`."""
-    from ..decoding import decode_at_budgets
     from ..metrics.functional import psnr
 
     model.eval()
-    images = pixel_values.to(model.device, torch.float32)
-    token_ids = model.encode(pixel_values=images).token_ids
     budgets = [int(k) for k in budgets]
-    decoded = decode_at_budgets(
-        model,
-        token_ids,
-        budgets,
-        seed=seed,
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        adaptive_guidance=True,
-    )  # [N, J, 3, S, S]
+    images, decoded = encode_and_decode(model, pixel_values, budgets, num_inference_steps, guidance_scale, seed)
     return {k: psnr(decoded[:, j].clamp(-1, 1), images, reduction="mean").item() for j, k in enumerate(budgets)}
 
 

@@ -16,7 +16,6 @@ under `torchrun` and `accelerate launch`.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Sequence
@@ -27,9 +26,8 @@ from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..argument_parser import FlexTokArgumentParser
 from ..configuration_flextok_ar import FlexTokARConfig
-from .arguments import FlexTokTrainingArguments
+from .arguments import FlexTokTrainingArguments, parse_training_args, run_entry_point
 from .prior_collator import FlexTokARDataCollator
 
 logger = logging.getLogger(__name__)
@@ -136,13 +134,12 @@ class PriorPipelineArguments:
 def parse_prior_args(args: Sequence[str] | dict | tuple | None = None):
     """`(PriorModelArguments, PriorDataArguments, PriorPipelineArguments, PriorTrainingArguments)` from CLI strings
     (default `sys.argv[1:]`), a dict or a single `.json` path."""
-    parser = FlexTokArgumentParser(
+    return parse_training_args(
         (PriorModelArguments, PriorDataArguments, PriorPipelineArguments, PriorTrainingArguments),
+        args,
         prog="flextok-hf train-prior",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    return parser.parse(args)
 
 
 def build_prior_trainer(
@@ -373,9 +370,7 @@ def train_prior_from_args(args: Sequence[str] | dict | tuple | None = None) -> T
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    train_prior_from_args(argv)
-    return 0
+    return run_entry_point(train_prior_from_args, argv)
 
 
 __all__ = [

@@ -14,21 +14,21 @@ ends up with the final model (EMA weights unless `--ema_decay 0`) + image proces
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from datasets import concatenate_datasets
 from transformers import set_seed
 from transformers.trainer_utils import IntervalStrategy
 
-from ..argument_parser import FlexTokArgumentParser
 from ..configuration_flextok import FlexTokConfig
 from ..data import load_image_dataset
 from ..image_processing_flextok import FlexTokImageProcessor
 from ..modeling_flextok import FlexTokModel, count_parameters
-from .arguments import native_bf16_available
+from .arguments import native_bf16_available, parse_training_args, run_entry_point
 from .callbacks import EMACallback, LogHistoryCallback, SampleGridCallback
 from .collator import CACHE_DTYPES, ImageCollator, LatentCollator, cache_latents
 from .repa import REPATeacher, default_repa_layer
@@ -185,17 +185,92 @@ def load_datasets(data_args: TokenizerDataArguments, seed: int = 0):
     return train, eval_dataset
 
 
+@dataclass
+class ImageTrainingSetup:
+    """Processor, datasets, collator, fixed preview rows and callbacks shared by `train_tokenizer` and
+    `finetune_lora` (built by [`prepare_image_training`])."""
+
+    processor: FlexTokImageProcessor
+    train_dataset: Any
+    eval_dataset: Any
+    collator: Any
+    fixed_rows: list
+    image_column: str
+    log_history: LogHistoryCallback | None = None
+    ema: EMACallback | None = None
+    callbacks: list = field(default_factory=list)
+
+    def fixed_images(self, count: int):
+        """The first `count` preview images as `[count, 3, S, S]` pixel values (no augmentation)."""
+        return ImageCollator(self.processor, image_column=self.image_column)(self.fixed_rows[:count])["pixel_values"]
+
+    def add_callbacks(self, training_args, enabled: bool = True, **ema_kwargs) -> None:
+        """The log history, plus the EMA and the sample grids when `enabled` (and asked for by `training_args`)."""
+        self.log_history = LogHistoryCallback(write_at_train_end=False)  # written once, after the final evaluation
+        self.callbacks = [self.log_history]
+        if training_args.ema_decay > 0 and enabled:
+            self.ema = EMACallback(training_args.ema_decay, use_warmup=training_args.ema_use_warmup, **ema_kwargs)
+            self.callbacks.append(self.ema)
+        if training_args.num_sample_images > 0 and enabled:
+            self.callbacks.append(
+                SampleGridCallback(
+                    self.fixed_images(training_args.num_sample_images),
+                    budgets=training_args.sample_budgets,
+                    every_n_steps=training_args.sample_every_n_steps,
+                    num_inference_steps=training_args.sample_num_inference_steps,
+                    guidance_scale=training_args.sample_guidance_scale,
+                    seed=training_args.seed,
+                    ema=self.ema,
+                )
+            )
+
+    def trainer_kwargs(self, training_args, psnr: bool = True) -> dict:
+        """The data, callback and eval-PSNR arguments of [`FlexTokTrainer`]."""
+        use_psnr = psnr and self.eval_dataset is not None and training_args.eval_psnr_images > 0
+        return dict(
+            train_dataset=self.train_dataset,
+            eval_dataset=self.eval_dataset,
+            data_collator=self.collator,
+            callbacks=self.callbacks,
+            psnr_images=self.fixed_images(training_args.eval_psnr_images) if use_psnr else None,
+            psnr_num_inference_steps=training_args.eval_psnr_num_inference_steps,
+            psnr_guidance_scale=training_args.eval_psnr_guidance_scale,
+            psnr_seed=training_args.seed,
+        )
+
+    def train_and_evaluate(self, trainer) -> None:
+        """Trains (resuming as `--resume_from_checkpoint` asks), then evaluates the final (EMA) weights."""
+        trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+        if self.eval_dataset is not None:
+            swapped = self.ema is not None and self.ema.swapped
+            trainer.evaluate(metric_key_prefix="eval_ema" if swapped else "eval")
+
+
+def prepare_image_training(config, data_args, training_args) -> ImageTrainingSetup:
+    """Loads the datasets, turns evaluation off without an eval split and picks the fixed preview rows."""
+    processor = FlexTokImageProcessor.from_model_config(config)
+    with training_args.main_process_first(desc="loading the datasets"):
+        train_dataset, eval_dataset = load_datasets(data_args, seed=training_args.seed)
+    if eval_dataset is None and training_args.eval_strategy != IntervalStrategy.NO:
+        training_args.eval_strategy = IntervalStrategy.NO
+        training_args.do_eval = False
+    collator = ImageCollator(processor, image_column=data_args.image_column, random_flip=data_args.random_flip)
+    preview = eval_dataset if eval_dataset is not None else train_dataset
+    num_fixed = min(len(preview), max(training_args.num_sample_images, training_args.eval_psnr_images))
+    rows = [preview[i] for i in range(num_fixed)]
+    return ImageTrainingSetup(processor, train_dataset, eval_dataset, collator, rows, data_args.image_column)
+
+
 def parse_tokenizer_args(args=None):
     """`(TokenizerModelArguments, TokenizerDataArguments, TokenizerTrainingArguments)` from a list of CLI strings
     (default `sys.argv[1:]`), a dict, a JSON file path (a single `.json` argument) or an existing tuple."""
-    parser = FlexTokArgumentParser(
+    return parse_training_args(
         (TokenizerModelArguments, TokenizerDataArguments, TokenizerTrainingArguments),
+        args,
         prog="flextok-hf train-tokenizer",
         description="Train a FlexTok tokenizer (stage 1) with transformers.Trainer.",
         epilog=LAUNCH_DOCS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    return parser.parse(args)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -224,97 +299,54 @@ def train_tokenizer(args: Sequence[str] | dict | tuple | None = None) -> FlexTok
     feature_network = None
     if training_args.feature_matching_weight > 0:
         feature_network = load_feature_network(training_args.feature_matching_network)
-    processor = FlexTokImageProcessor.from_model_config(model.config)
-    with training_args.main_process_first(desc="loading the datasets"):
-        train_dataset, eval_dataset = load_datasets(data_args, seed=training_args.seed)
-    if eval_dataset is None and training_args.eval_strategy != IntervalStrategy.NO:
-        training_args.eval_strategy = IntervalStrategy.NO
-        training_args.do_eval = False
-
-    image_collator = ImageCollator(processor, image_column=data_args.image_column, random_flip=data_args.random_flip)
-    preview = eval_dataset if eval_dataset is not None else train_dataset
-    num_fixed = min(len(preview), max(training_args.num_sample_images, training_args.eval_psnr_images))
-    fixed_rows = [preview[i] for i in range(num_fixed)]
-
-    def fixed_images(count: int):
-        return ImageCollator(processor, image_column=data_args.image_column)(fixed_rows[:count])["pixel_values"]
-
-    collator = image_collator
+    setup = prepare_image_training(model.config, data_args, training_args)
     if data_args.cache_latents:
         with training_args.main_process_first(desc="caching latents"):
             cache = dict(image_column=data_args.image_column, dtype=data_args.cache_dtype, seed=training_args.seed)
-            train_dataset = cache_latents(model, train_dataset, **cache)
-            if eval_dataset is not None:
-                eval_dataset = cache_latents(model, eval_dataset, **cache)
-        collator = LatentCollator(random_flip=data_args.random_flip)
+            setup.train_dataset = cache_latents(model, setup.train_dataset, **cache)
+            if setup.eval_dataset is not None:
+                setup.eval_dataset = cache_latents(model, setup.eval_dataset, **cache)
+        setup.collator = LatentCollator(random_flip=data_args.random_flip)
 
     sharded = bool(training_args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
     if sharded:
         logger.warning("FSDP: the EMA, sample grids and eval PSNR are disabled (they need unsharded weights).")
-    log_history = LogHistoryCallback(write_at_train_end=False)  # written once, after the final evaluation
-    callbacks = [log_history]
-    ema = None
-    if training_args.ema_decay > 0 and not sharded:
-        ema = EMACallback(training_args.ema_decay, use_warmup=training_args.ema_use_warmup, image_processor=processor)
-        callbacks.append(ema)
-    if training_args.num_sample_images > 0 and not sharded:
-        callbacks.append(
-            SampleGridCallback(
-                fixed_images(training_args.num_sample_images),
-                budgets=training_args.sample_budgets,
-                every_n_steps=training_args.sample_every_n_steps,
-                num_inference_steps=training_args.sample_num_inference_steps,
-                guidance_scale=training_args.sample_guidance_scale,
-                seed=training_args.seed,
-                ema=ema,
-            )
-        )
-    use_psnr = eval_dataset is not None and training_args.eval_psnr_images > 0 and not sharded
+    setup.add_callbacks(training_args, enabled=not sharded, image_processor=setup.processor)
     trainer = FlexTokTrainer(
         model=model,
         args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=collator,
-        processing_class=processor,
-        callbacks=callbacks,
-        psnr_images=fixed_images(training_args.eval_psnr_images) if use_psnr else None,
-        psnr_num_inference_steps=training_args.eval_psnr_num_inference_steps,
-        psnr_guidance_scale=training_args.eval_psnr_guidance_scale,
-        psnr_seed=training_args.seed,
+        processing_class=setup.processor,
         repa_teacher=repa_teacher,
         recipe=training_args.recipe(),
         feature_network=feature_network,
         feature_matching_weight=training_args.feature_matching_weight,
         diagnostic=training_args.eval_diagnostic,
+        **setup.trainer_kwargs(training_args, psnr=not sharded),
     )
     if trainer.is_world_process_zero():
         print(
             f"FlexTok tokenizer training: {count_parameters(model) - count_parameters(model.vae):,} parameters "
-            f"(without the VAE), {len(train_dataset):,} train / {len(eval_dataset) if eval_dataset is not None else 0:,} eval "
+            f"(without the VAE), {len(setup.train_dataset):,} train / {len(setup.eval_dataset or ()):,} eval "
             f"images, world_size={training_args.world_size}, bf16={training_args.bf16}, "
             f"device={training_args.device}, output_dir={training_args.output_dir}",
             flush=True,
         )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    if eval_dataset is not None:
-        trainer.evaluate(metric_key_prefix="eval_ema" if ema is not None and ema.swapped else "eval")
-    if ema is None:
+    setup.train_and_evaluate(trainer)
+    if setup.ema is None:
         trainer.save_model()
-    log_history.write(trainer.args, trainer.state)
+    setup.log_history.write(trainer.args, trainer.state)
     return trainer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    train_tokenizer(argv)
-    return 0
+    return run_entry_point(train_tokenizer, argv)
 
 
 __all__ = [
     "LAUNCH_DOCS",
     "TOKENIZER_PRESETS",
     "FlexTokTrainer",
+    "ImageTrainingSetup",
     "TokenizerDataArguments",
     "TokenizerModelArguments",
     "TokenizerTrainingArguments",
@@ -324,5 +356,6 @@ __all__ = [
     "main",
     "native_bf16_available",
     "parse_tokenizer_args",
+    "prepare_image_training",
     "train_tokenizer",
 ]

@@ -13,7 +13,19 @@ from .callbacks import EMACallback, reconstruction_psnr
 from .recipe import FlexTokRecipe
 
 
-class FlexTokTrainer(Trainer):
+class LossTermsLoggingMixin:
+    """For a `Trainer`: each training log also gets the mean of every loss term collected in `self._loss_terms`
+    (name -> list of scalar tensors) since the previous log."""
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._loss_terms:
+            for name, values in self._loss_terms.items():
+                logs[name] = torch.stack(values).mean().item()
+            self._loss_terms = {}
+        super().log(logs, start_time)
+
+
+class FlexTokTrainer(LossTermsLoggingMixin, Trainer):
     """`Trainer` that also reports reconstruction PSNR on fixed eval images.
 
     `evaluate()` returns (and logs to `state.log_history`) `eval_loss` from the model's forward (`label_names=[]`,
@@ -100,13 +112,6 @@ class FlexTokTrainer(Trainer):
         with torch.no_grad():
             target_features = self.feature_network(x0.float())
         return torch.nn.functional.mse_loss(self.feature_network(x0_hat.float()).float(), target_features.float())
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._loss_terms:
-            for name, values in self._loss_terms.items():
-                logs[name] = torch.stack(values).mean().item()
-            self._loss_terms = {}
-        super().log(logs, start_time)
 
     def _callbacks_of(self, kind):
         return [callback for callback in self.callback_handler.callbacks if isinstance(callback, kind)]

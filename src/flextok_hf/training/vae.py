@@ -16,7 +16,6 @@ and `loss_curve.png`; checkpoints hold Trainer's usual `model.safetensors` (the 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Sequence
@@ -26,9 +25,9 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 
-from ..argument_parser import FlexTokArgumentParser, normalize_int_list_fields
+from ..argument_parser import normalize_int_list_fields
 from ..image_processing_flextok import FlexTokImageProcessor
-from .arguments import FlexTokTrainingArguments
+from .arguments import FlexTokTrainingArguments, parse_training_args, run_entry_point
 from .callbacks import LogHistoryCallback
 from .collator import ImageCollator
 from .tokenizer import load_datasets
@@ -98,13 +97,12 @@ class VAETrainingArguments(FlexTokTrainingArguments):
 
 def parse_vae_args(args=None):
     """`(VAEModelArguments, VAEDataArguments, VAETrainingArguments)` from CLI strings, a dict or a JSON file."""
-    parser = FlexTokArgumentParser(
+    return parse_training_args(
         (VAEModelArguments, VAEDataArguments, VAETrainingArguments),
+        args,
         prog="flextok-hf train-vae",
         description="Train a small diffusers AutoencoderKL (FlexTok stage 0) with transformers.Trainer.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    return parser.parse(args)
 
 
 def build_vae(model_args: VAEModelArguments):
@@ -217,9 +215,7 @@ def train_vae(args: Sequence[str] | dict | tuple | None = None) -> VAETrainer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    train_vae(argv)
-    return 0
+    return run_entry_point(train_vae, argv)
 
 
 __all__ = [

@@ -21,6 +21,8 @@ from torch import nn
 from transformers import Trainer
 from transformers.utils import ModelOutput
 
+from .trainer import LossTermsLoggingMixin
+
 
 @dataclass
 class VAELossOutput(ModelOutput):
@@ -194,7 +196,7 @@ class AutoencoderKLWithLoss(nn.Module):
         )
 
 
-class VAETrainer(Trainer):
+class VAETrainer(LossTermsLoggingMixin, Trainer):
     """`Trainer` for an [`AutoencoderKLWithLoss`]: `evaluate()` also reports `eval_mse_loss` and `eval_psnr` (dB, from
     the mean MSE in [-1, 1]), and training logs carry the mean of each loss term since the last log."""
 
@@ -222,13 +224,6 @@ class VAETrainer(Trainer):
             output.metrics[f"{prefix}_mse_loss"] = mse
             output.metrics[f"{prefix}_psnr"] = 10 * math.log10(4.0 / max(mse, 1e-12))
         return output
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._loss_terms:
-            for name, values in self._loss_terms.items():
-                logs[name] = torch.stack(values).mean().item()
-            self._loss_terms = {}
-        super().log(logs, start_time)
 
 
 __all__ = [

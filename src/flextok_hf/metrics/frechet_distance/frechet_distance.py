@@ -6,10 +6,10 @@ names that network, `fd_<feature_network_name>`. It is FID only when the feature
 Inception-v3 pool features; never report another network's score as FID.
 """
 
-import datasets
 import evaluate
 import numpy as np
 
+from flextok_hf.metrics.evaluate_helpers import VECTOR_FEATURE, bibtex_article, paired_metric_info
 from flextok_hf.metrics.functional import FeatureStatistics, frechet_distance
 
 _DESCRIPTION = """
@@ -19,17 +19,16 @@ computed in float64. Inputs are features, not images: run the images through a f
 first (see flextok_hf.metrics.FrechetDistance for the streaming version over a network).
 """
 
-_CITATION = """
-@article{dowson1982frechet,
-  title={The Fr{\\'e}chet distance between multivariate normal distributions},
-  author={Dowson, D. C. and Landau, B. V.},
-  journal={Journal of Multivariate Analysis},
-  volume={12},
-  number={3},
-  pages={450--455},
-  year={1982}
-}
-"""
+_CITATION = bibtex_article(
+    "dowson1982frechet",
+    title="The Fr{\\'e}chet distance between multivariate normal distributions",
+    author="Dowson, D. C. and Landau, B. V.",
+    journal="Journal of Multivariate Analysis",
+    volume="12",
+    number="3",
+    pages="450--455",
+    year="1982",
+)
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -52,13 +51,7 @@ Example:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class FrechetDistanceMetric(evaluate.Metric):
     def _info(self):
-        vector = datasets.List(datasets.Value("float32"))
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": vector, "references": vector}),
-        )
+        return paired_metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, feature=VECTOR_FEATURE)
 
     def _compute(self, predictions, references, feature_network_name=None):
         if not isinstance(feature_network_name, str) or not feature_network_name:

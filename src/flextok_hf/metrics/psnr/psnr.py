@@ -1,9 +1,9 @@
 """PSNR as an `evaluate` metric: `evaluate.load(".../flextok_hf/metrics/psnr")` or `Psnr()`."""
 
-import datasets
 import evaluate
 
-from flextok_hf.metrics.functional import PSNR_MAX_DB, psnr, score_image_pairs
+from flextok_hf.metrics.evaluate_helpers import image_pair_kwargs_description, mean_image_score, paired_metric_info
+from flextok_hf.metrics.functional import PSNR_MAX_DB, psnr
 
 _DESCRIPTION = """
 Peak signal-to-noise ratio, 10 log10(data_range^2 / MSE) in dB, computed per image and averaged
@@ -12,34 +12,24 @@ over images. Identical images score `max_psnr` (100 dB by default) instead of in
 
 _CITATION = ""
 
-_KWARGS_DESCRIPTION = """
-Args:
-    predictions: images, each a float array [C, H, W] (numpy, torch or nested lists). Images may
-        differ in size; each must match the shape of its reference.
-    references: the reference images, same format.
+_EXTRA_ARGS = """\
     data_range: max - min of the pixel range; 2.0 (default) for images in [-1, 1].
     max_psnr: cap in dB for identical images (default 100); None gives inf.
-Returns:
-    psnr: mean per-image PSNR in dB.
-Example:
-    >>> metric = Psnr()
-    >>> metric.compute(predictions=[np.zeros((3, 8, 8))], references=[np.full((3, 8, 8), 0.5)])
-    {'psnr': 12.041199826559248}
 """
 
-IMAGE_FEATURE = datasets.List(datasets.List(datasets.List(datasets.Value("float32"))))
+_KWARGS_DESCRIPTION = image_pair_kwargs_description(
+    _EXTRA_ARGS,
+    "psnr",
+    "mean per-image PSNR in dB.",
+    "Psnr",
+    "12.041199826559248",
+)
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Psnr(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": IMAGE_FEATURE, "references": IMAGE_FEATURE}),
-        )
+        return paired_metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
     def _compute(self, predictions, references, data_range=2.0, max_psnr=PSNR_MAX_DB):
-        scores = score_image_pairs(psnr, predictions, references, data_range=data_range, max_psnr=max_psnr)
-        return {"psnr": float(scores.mean())}
+        return mean_image_score("psnr", psnr, predictions, references, data_range=data_range, max_psnr=max_psnr)

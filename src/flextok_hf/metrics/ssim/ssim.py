@@ -1,9 +1,9 @@
 """SSIM (Wang et al. 2004) as an `evaluate` metric: `evaluate.load(".../flextok_hf/metrics/ssim")` or `Ssim()`."""
 
-import datasets
 import evaluate
 
-from flextok_hf.metrics.functional import score_image_pairs, ssim
+from flextok_hf.metrics.evaluate_helpers import bibtex_article, mean_image_score, paired_metric_info
+from flextok_hf.metrics.functional import ssim
 
 _DESCRIPTION = """
 Structural similarity (Wang et al. 2004): K1 = 0.01, K2 = 0.03, an 11x11 Gaussian window with
@@ -12,17 +12,16 @@ channels per image, then over images. Matches skimage.metrics.structural_similar
 gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=0.
 """
 
-_CITATION = """
-@article{wang2004ssim,
-  title={Image quality assessment: from error visibility to structural similarity},
-  author={Wang, Zhou and Bovik, Alan C. and Sheikh, Hamid R. and Simoncelli, Eero P.},
-  journal={IEEE Transactions on Image Processing},
-  volume={13},
-  number={4},
-  pages={600--612},
-  year={2004}
-}
-"""
+_CITATION = bibtex_article(
+    "wang2004ssim",
+    title="Image quality assessment: from error visibility to structural similarity",
+    author="Wang, Zhou and Bovik, Alan C. and Sheikh, Hamid R. and Simoncelli, Eero P.",
+    journal="IEEE Transactions on Image Processing",
+    volume="13",
+    number="4",
+    pages="600--612",
+    year="2004",
+)
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -43,18 +42,12 @@ Example:
     {'ssim': 1.0}
 """
 
-IMAGE_FEATURE = datasets.List(datasets.List(datasets.List(datasets.Value("float32"))))
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Ssim(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": IMAGE_FEATURE, "references": IMAGE_FEATURE}),
-            reference_urls=["https://doi.org/10.1109/TIP.2003.819861"],
+        return paired_metric_info(
+            _DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, reference_urls=["https://doi.org/10.1109/TIP.2003.819861"]
         )
 
     def _compute(
@@ -67,7 +60,8 @@ class Ssim(evaluate.Metric):
         sigma=1.5,
         use_sample_covariance=False,
     ):
-        scores = score_image_pairs(
+        return mean_image_score(
+            "ssim",
             ssim,
             predictions,
             references,
@@ -77,4 +71,3 @@ class Ssim(evaluate.Metric):
             sigma=sigma,
             use_sample_covariance=use_sample_covariance,
         )
-        return {"ssim": float(scores.mean())}
