@@ -174,19 +174,11 @@ def decode_at_budgets(
         N lists of J images; for `"np"` an array `[N, J, H, W, 3]`.
     """
     rows: dict[tuple[int, int], object] = {}
-    for start, j, images in iter_decode_at_budgets(
-        pipe,
-        token_ids,
-        budgets,
-        seed=seed,
-        noise=noise,
-        image_indices=image_indices,
-        batch_size=batch_size,
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        adaptive_guidance=adaptive_guidance,
-        output_type=output_type,
-    ):
+    decoded = iter_decode_at_budgets(  # the same parameters, in the same order
+        pipe, token_ids, budgets, seed, noise, image_indices, batch_size, num_inference_steps, guidance_scale,
+        adaptive_guidance, output_type,
+    )  # fmt: skip
+    for start, j, images in decoded:
         rows[start, j] = images
     starts = sorted({start for start, _ in rows})
     num_budgets = 1 + max(j for _, j in rows)

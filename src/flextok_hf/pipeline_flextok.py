@@ -6,23 +6,16 @@ import json
 import os
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
-from . import adaptive_budget
-from .adaptive_budget import (
-    AUTO,
-    FlexTokAutoBudgetOutput,
-    candidate_budgets,
-    check_auto_arguments,
-    check_quality_metric,
-    check_quality_target,
-)
+from .adaptive_budget import AUTO, check_auto_arguments
 from .guidance import GuidanceConfig
 from .image_processing_flextok import FlexTokImageProcessor
 from .modeling_flextok import FlexTokModel
+from .pipeline_flextok_auto_budget import FlexTokAutoBudgetMixin
+from .pipeline_flextok_checks import _check_guidance_scale, _check_int, _check_output_type, _sampling_steps
 from .pipeline_flextok_coarse_to_fine import FlexTokCoarseToFineMixin
 from .pipeline_flextok_output import (
     OUTPUT_TYPES,
@@ -34,15 +27,7 @@ from .pipeline_loading import PIPELINE_FILE_PATTERNS, local_pipeline_folder
 from .scheduling_flextok import FlexTokFlowScheduler
 
 
-def _check_int(name: str, value, low: int, high: int | None = None):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be an int, got {value!r}.")
-    if value < low or (high is not None and value > high):
-        allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"`{name}` must be in {allowed}, got {value}.")
-
-
-class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
+class FlexTokPipeline(FlexTokCoarseToFineMixin, FlexTokAutoBudgetMixin, DiffusionPipeline):
     r"""
     Tokenize images into FlexTok's ordered 1D token sequences and reconstruct them from any prefix.
 
@@ -213,16 +198,11 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
                 `PipelineCallback` works too), called after each step with the tensors named in
                 `callback_on_step_end_tensor_inputs` (default `["latents"]`); a returned `"latents"` replaces them.
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        _check_output_type(output_type)
         config = self.config
-        steps = config.num_inference_steps if num_inference_steps is None else num_inference_steps
-        _check_int("num_inference_steps", steps, 1)
+        steps = _sampling_steps(config, num_inference_steps)
         guidance_scale = config.guidance_scale if guidance_scale is None else guidance_scale
-        if isinstance(guidance_scale, bool) or not (
-            callable(guidance_scale) or isinstance(guidance_scale, (int, float))
-        ):
-            raise TypeError(f"`guidance_scale` must be a number or a callable of t, got {guidance_scale!r}.")
+        _check_guidance_scale("guidance_scale", guidance_scale)
         guidance = GuidanceConfig(
             guidance_scale=guidance_scale,
             adaptive_guidance=bool(config.adaptive_guidance if adaptive_guidance is None else adaptive_guidance),
@@ -246,86 +226,6 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
         images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()
         return images
-
-    @torch.no_grad()
-    def choose_num_tokens(
-        self,
-        image=None,
-        quality_target: float | list[float] | None = None,
-        quality_metric: str | None = None,
-        min_tokens: int | None = None,
-        max_tokens: int | None = None,
-        num_inference_steps: int | None = None,
-        search_num_inference_steps: int | None = None,
-        guidance_scale: float | Callable | None = None,
-        adaptive_guidance: bool | None = None,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        feature_network: torch.nn.Module | None = None,
-        pixel_values: torch.Tensor | None = None,
-        input_range=None,
-    ) -> FlexTokAutoBudgetOutput:
-        r"""
-        Per image, the smallest token budget whose reconstruction meets a quality target (`num_tokens="auto"`).
-
-        Tokenizes once, decodes the candidate budgets (1, 2, 4, ..., K within `[min_tokens, max_tokens]`) of all
-        images in one mixed-budget batch with `search_num_inference_steps` Euler steps, then decodes each image at
-        full `num_inference_steps` from its pick, moving up a candidate while that reconstruction misses the target.
-        Every decode of an image starts from the same noise. The algorithm is described in
-        `flextok_hf.adaptive_budget`.
-
-        Args:
-            image: one image or a list (or pass processed `pixel_values` `[N, 3, S, S]` in [-1, 1] instead).
-            quality_target: a number or one per image: a minimum PSNR in dB in (0, 100] for `quality_metric="psnr"`
-                (the default), a maximum cosine feature distance in [0, 2] for `"feature_distance"`.
-            min_tokens, max_tokens: bounds of the budget (default 1 and K); an image that cannot meet its target
-                gets `max_tokens` and `target_met=False`.
-            num_inference_steps, guidance_scale, adaptive_guidance: decoder sampling (None = the pipeline's config).
-            search_num_inference_steps: Euler steps of the search, in [1, num_inference_steps] (default
-                `max(1, num_inference_steps // 10)`); equal to `num_inference_steps` gives the exact smallest
-                sufficient budget without verification decodes.
-            generator / latents: the decoder noise (one draw per image, as in `__call__`).
-            feature_network: for `"feature_distance"`: images `[B, 3, H, W]` in [-1, 1] -> features `[B, D]`
-                (default: the classifier shipped with the package).
-            input_range: the value range of float images, "[0, 1]" (default) or "[-1, 1]".
-
-        Returns:
-            [`~flextok_hf.adaptive_budget.FlexTokAutoBudgetOutput`] (chosen `num_tokens`, `quality`, `target_met`,
-            the full `token_ids`, the final `latents` and `images`, the `search_quality` matrix).
-        """
-        if (image is None) == (pixel_values is None):
-            raise ValueError("Pass exactly one of `image` or `pixel_values`.")
-        if pixel_values is None:
-            pixel_values = self.preprocess(image, input_range)
-        else:
-            pixel_values = self.flextok._check_pixel_values(pixel_values)
-            pixel_values = pixel_values.to(self._execution_device, self.flextok.dtype)
-        token_ids = self.flextok.tokenize(pixel_values)
-        quality_metric = check_quality_metric("psnr" if quality_metric is None else quality_metric)
-        targets = check_quality_target(quality_target, quality_metric, len(token_ids))
-        budgets = candidate_budgets(self.flextok.config.num_registers, min_tokens, max_tokens)
-        config = self.config
-        steps = config.num_inference_steps if num_inference_steps is None else num_inference_steps
-        _check_int("num_inference_steps", steps, 1)
-        if search_num_inference_steps is not None:
-            _check_int("search_num_inference_steps", search_num_inference_steps, 1, steps)
-        noise = self.flextok.prepare_noise(len(token_ids), generator, latents)
-        result = adaptive_budget.choose_num_tokens(
-            self,
-            pixel_values,
-            token_ids,
-            noise,
-            targets,
-            quality_metric,
-            budgets,
-            num_inference_steps=steps,
-            search_num_inference_steps=search_num_inference_steps,
-            guidance_scale=config.guidance_scale if guidance_scale is None else guidance_scale,
-            adaptive_guidance=config.adaptive_guidance if adaptive_guidance is None else adaptive_guidance,
-            feature_network=feature_network,
-        )
-        self.maybe_free_model_hooks()
-        return result
 
     def postprocess(self, latents: torch.Tensor, output_type: str = "pil"):
         if output_type == "latent":
@@ -380,8 +280,7 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, DiffusionPipeline):
         Returns:
             [`FlexTokPipelineOutput`] (or a tuple `(images, token_ids)` when `return_dict=False`).
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        _check_output_type(output_type)
         auto = dict(
             quality_target=quality_target,
             quality_metric=quality_metric,

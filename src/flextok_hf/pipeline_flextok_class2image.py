@@ -11,7 +11,8 @@ import torch
 from .modeling_flextok import FlexTokModel
 from .modeling_flextok_ar import FlexTokARForCausalLM
 from .pipeline_flextok import FlexTokPipelineOutput, FlexTokStreamOutput
-from .pipeline_flextok_prior import _check_output_type, _FlexTokPriorPipeline
+from .pipeline_flextok_checks import _check_output_type
+from .pipeline_flextok_prior import _FlexTokPriorPipeline
 from .scheduling_flextok import FlexTokFlowScheduler
 
 logger = logging.getLogger(__name__)
@@ -157,27 +158,7 @@ class FlexTokClassToImagePipeline(_FlexTokPriorPipeline):
         class_ids = torch.tensor(self._class_ids(class_labels)).repeat_interleave(num_images_per_label)
 
         # 3. Prior: sample k ids per image; 4. decoder: render them (with `stream`, previews along the way)
-        prior_kwargs = dict(
-            class_labels=class_ids,
-            num_tokens=num_tokens,
-            guidance_scale=prior_guidance_scale,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=self._prior_generator(generator, class_ids.shape[0]),
-        )
-        decoding = dict(
-            num_inference_steps=num_inference_steps,
-            guidance_scale=decoder_guidance_scale,
-            adaptive_guidance=adaptive_guidance,
-            generator=generator,
-            latents=latents,
-            output_type=output_type,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-        )
-        preview = dict(num_inference_steps=preview_num_inference_steps, guidance_scale=preview_guidance_scale)
-        return self._sample_and_decode(prior_kwargs, class_ids.shape[0], decoding, return_dict, stream, preview)
+        return self._generate({"class_labels": class_ids}, class_ids.shape[0], locals())
 
 
 __all__ = ["FlexTokClassToImagePipeline"]

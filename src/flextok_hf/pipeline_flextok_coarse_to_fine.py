@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator
 import torch
 
 from .decoding import check_budgets, decode_at_budgets, decoder_noise, default_budgets, iter_decode_at_budgets
-from .pipeline_flextok_output import OUTPUT_TYPES, FlexTokCoarseToFineOutput, FlexTokStreamOutput
+from .pipeline_flextok_checks import _check_output_type
+from .pipeline_flextok_output import FlexTokCoarseToFineOutput, FlexTokStreamOutput
 
 
 class FlexTokCoarseToFineMixin:
@@ -41,19 +42,10 @@ class FlexTokCoarseToFineMixin:
                 image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator, output_type, seed,
                 input_range=input_range,
             )  # fmt: skip
-        token_ids, budgets, noise = self._coarse_to_fine_inputs(
-            image, budgets, generator, output_type, seed, input_range
-        )
-        images = decode_at_budgets(
-            self,
-            token_ids,
-            budgets,
-            noise=noise,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            adaptive_guidance=adaptive_guidance,
-            output_type=output_type,
-        )
+        token_ids, budgets, images = self._decode_coarse_to_fine(
+            decode_at_budgets, image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator,
+            output_type, seed, input_range,
+        )  # fmt: skip
         return FlexTokCoarseToFineOutput(images=images, budgets=budgets, token_ids=token_ids)
 
     def stream_coarse_to_fine(
@@ -73,19 +65,10 @@ class FlexTokCoarseToFineMixin:
         are those of every input image at that budget). Same noise and batches as `coarse_to_fine`, so the streamed
         reconstructions equal the non-streamed ones exactly. The inputs are checked and tokenized when this is
         called; decoding happens while iterating."""
-        token_ids, budgets, noise = self._coarse_to_fine_inputs(
-            image, budgets, generator, output_type, seed, input_range
-        )
-        decoded = iter_decode_at_budgets(
-            self,
-            token_ids,
-            budgets,
-            noise=noise,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            adaptive_guidance=adaptive_guidance,
-            output_type=output_type,
-        )
+        token_ids, budgets, decoded = self._decode_coarse_to_fine(
+            iter_decode_at_budgets, image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator,
+            output_type, seed, input_range,
+        )  # fmt: skip
         return self._stream_budgets(decoded, token_ids, budgets)
 
     @staticmethod
@@ -96,17 +79,32 @@ class FlexTokCoarseToFineMixin:
                 images=images, token_ids=[ids[:k] for ids in token_ids], num_tokens=k, is_final=j == len(budgets) - 1
             )
 
-    def _coarse_to_fine_inputs(self, image, budgets, generator, output_type, seed=None, input_range=None):
-        """-> (all K ids per image, checked budgets, one initial noise per image `[N, C, h, w]`)."""
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+    def _decode_coarse_to_fine(
+        self, decode, image, budgets, num_inference_steps, guidance_scale, adaptive_guidance, generator, output_type,
+        seed, input_range,
+    ):  # fmt: skip
+        """Checks the inputs, tokenizes the images (all K ids each) and draws one initial noise per image; -> (the ids,
+        the checked budgets, `decode(self, ids, budgets, noise=..., ...)`: `decode_at_budgets` or its iterator)."""
+        _check_output_type(output_type)
         if seed is not None and generator is not None:
             raise ValueError("Pass at most one of `seed` or `generator`.")
         budgets = check_budgets(budgets, self.flextok.config.num_registers)
         token_ids = self.tokenize(image, input_range=input_range)
         if seed is not None:
-            return token_ids, budgets, decoder_noise(self.flextok.config, seed, range(len(token_ids)))
-        return token_ids, budgets, self.flextok.prepare_noise(len(token_ids), generator)
+            noise = decoder_noise(self.flextok.config, seed, range(len(token_ids)))
+        else:
+            noise = self.flextok.prepare_noise(len(token_ids), generator)
+        decoded = decode(
+            self,
+            token_ids,
+            budgets,
+            noise=noise,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            adaptive_guidance=adaptive_guidance,
+            output_type=output_type,
+        )
+        return token_ids, budgets, decoded
 
     def default_budgets(self) -> list[int]:
         """1, 2, 4, ... up to K (K included even when it is not a power of two); see `flextok_hf.decoding`."""

@@ -11,14 +11,24 @@ from diffusers import DiffusionPipeline
 
 from .image_processing_flextok import FlexTokImageProcessor
 from .pipeline_flextok import (
-    OUTPUT_TYPES,
     FlexTokPipeline,
     FlexTokPipelineOutput,
     FlexTokStreamOutput,
-    _check_int,
     local_pipeline_folder,
 )
+from .pipeline_flextok_checks import _check_guidance_scale, _check_int
 from .streaming import preview_budgets, stream_prior
+
+# the arguments of `__call__` handed on to `detokenize` as they are (`guidance_scale` is `decoder_guidance_scale`)
+_DECODING_ARGS = (
+    "num_inference_steps",
+    "adaptive_guidance",
+    "generator",
+    "latents",
+    "output_type",
+    "callback_on_step_end",
+    "callback_on_step_end_tensor_inputs",
+)
 
 
 def _local_folder(pretrained_model_name_or_path, kwargs: dict) -> str:
@@ -80,8 +90,7 @@ class _FlexTokPriorPipeline(FlexTokPipeline):
         decoder_scale = (
             self.config.decoder_guidance_scale if decoder_guidance_scale is None else decoder_guidance_scale
         )
-        if isinstance(decoder_scale, bool) or not (callable(decoder_scale) or isinstance(decoder_scale, (int, float))):
-            raise TypeError(f"`decoder_guidance_scale` must be a number or a callable of t, got {decoder_scale!r}.")
+        _check_guidance_scale("decoder_guidance_scale", decoder_scale)
         return int(num_tokens), float(scale), decoder_scale
 
     @staticmethod
@@ -100,20 +109,27 @@ class _FlexTokPriorPipeline(FlexTokPipeline):
             return images, token_ids
         return FlexTokPipelineOutput(images=images, token_ids=token_ids)
 
-    def _sample_and_decode(
-        self, prior_kwargs: dict, batch_size: int, decoding: dict, return_dict: bool, stream: bool, preview: dict
-    ):
-        """Steps 3-4 of both pipelines: the prior samples k ids per image, the decoder renders them; with `stream`, a
-        generator of [`FlexTokStreamOutput`]s instead (see `_stream`)."""
-        if stream:
-            _check_int("preview_num_inference_steps", preview["num_inference_steps"], 1)
-            scale = preview["guidance_scale"]
-            if isinstance(scale, bool) or not (callable(scale) or isinstance(scale, (int, float))):
-                raise TypeError(f"`preview_guidance_scale` must be a number or a callable of t, got {scale!r}.")
+    def _generate(self, condition: dict, batch_size: int, args: dict):
+        """Steps 3-4 of both pipelines: the prior samples k ids per image from `condition` (its condition inputs), the
+        decoder renders them; with `stream`, a generator of [`FlexTokStreamOutput`]s instead (see `_stream`). `args`
+        holds the checked arguments of `__call__` by name (its `locals()`)."""
+        prior_kwargs = dict(
+            condition,
+            generator=self._prior_generator(args["generator"], batch_size),
+            guidance_scale=args["prior_guidance_scale"],
+            **{key: args[key] for key in ("num_tokens", "temperature", "top_k", "top_p")},
+        )
+        decoding = {key: args[key] for key in _DECODING_ARGS}
+        decoding["guidance_scale"] = args["decoder_guidance_scale"]
+        if args["stream"]:
+            steps, scale = args["preview_num_inference_steps"], args["preview_guidance_scale"]
+            _check_int("preview_num_inference_steps", steps, 1)
+            _check_guidance_scale("preview_guidance_scale", scale)
+            preview = {"num_inference_steps": steps, "guidance_scale": scale}
             return self._stream(prior_kwargs, batch_size, decoding, preview)
         token_ids = self.prior.generate_image_tokens(**prior_kwargs)
         images = self.detokenize(token_ids, **decoding)
-        return self._output(images, token_ids, return_dict)
+        return self._output(images, token_ids, args["return_dict"])
 
     @torch.no_grad()
     def _stream(
@@ -145,11 +161,6 @@ class _FlexTokPriorPipeline(FlexTokPipeline):
             yield FlexTokStreamOutput(
                 images=images, token_ids=list(ids.cpu().unbind(0)), num_tokens=ids.shape[1], is_final=final
             )
-
-
-def _check_output_type(output_type: str):
-    if output_type not in OUTPUT_TYPES:
-        raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
 
 
 __all__ = []

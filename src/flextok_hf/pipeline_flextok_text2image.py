@@ -27,7 +27,8 @@ from .pipeline_flextok import (
     FlexTokPipelineOutput,
     FlexTokStreamOutput,
 )
-from .pipeline_flextok_prior import _check_output_type, _FlexTokPriorPipeline, _local_folder
+from .pipeline_flextok_checks import _check_output_type
+from .pipeline_flextok_prior import _FlexTokPriorPipeline, _local_folder
 from .scheduling_flextok import FlexTokFlowScheduler
 from .text_encoders import (
     REFERENCE_FILE,
@@ -330,30 +331,13 @@ class FlexTokText2ImagePipeline(_FlexTokPriorPipeline):
         )
 
         # 3. Prior: sample k ids per image; 4. decoder: render them (with `stream`, previews along the way)
-        prior_kwargs = dict(
+        condition = dict(
             text_hidden_states=embeds,
             text_attention_mask=mask,
             negative_text_hidden_states=negative_embeds,
             negative_text_attention_mask=negative_mask,
-            num_tokens=num_tokens,
-            guidance_scale=prior_guidance_scale,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=self._prior_generator(generator, embeds.shape[0]),
         )
-        decoding = dict(
-            num_inference_steps=num_inference_steps,
-            guidance_scale=decoder_guidance_scale,
-            adaptive_guidance=adaptive_guidance,
-            generator=generator,
-            latents=latents,
-            output_type=output_type,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-        )
-        preview = dict(num_inference_steps=preview_num_inference_steps, guidance_scale=preview_guidance_scale)
-        return self._sample_and_decode(prior_kwargs, embeds.shape[0], decoding, return_dict, stream, preview)
+        return self._generate(condition, embeds.shape[0], locals())
 
 
 def __getattr__(name: str):
