@@ -20,8 +20,6 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from flextok_hf import (
-    FlexTokARConfig,
-    FlexTokARForCausalLM,
     FlexTokClassToImagePipeline,
     FlexTokPipeline,
     FlexTokText2ImagePipeline,
@@ -30,7 +28,7 @@ from flextok_hf.commands import export_space
 from flextok_hf.commands.export_space import SPACE_SDK_VERSION, check_wheel, render_app
 from flextok_hf.decoding import sample_seed
 from flextok_hf.demo import GenerateHandlers, build_demo, launch_demo, load_demo_pipelines, prepare_image
-from flextok_test_utils import tiny_model
+from flextok_test_utils import tiny_model, tiny_prior
 
 FSQ_LEVELS = [8, 5, 5, 5]  # 1,000 ids
 STEPS = 2
@@ -50,24 +48,6 @@ def cli(module, argv: list[str]) -> int:
     module.register(parser.add_subparsers())
     args = parser.parse_args(argv)
     return args.func(args)
-
-
-def tiny_prior(flextok, condition_type: str) -> FlexTokARForCausalLM:
-    torch.manual_seed(0)
-    kwargs = dict(
-        codebook_size=flextok.config.codebook_size,
-        max_num_tokens=flextok.config.num_registers,
-        hidden_size=32,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        condition_type=condition_type,
-        initializer_range=0.2,
-    )
-    if condition_type == "text":
-        kwargs.update(text_hidden_size=32, num_condition_tokens=6)
-    else:
-        kwargs.update(num_classes=3, id2label={0: "cat", 1: "dog", 2: "zebra, striped horse"})
-    return FlexTokARForCausalLM(FlexTokARConfig.from_preset("tiny", **kwargs)).eval()
 
 
 def tiny_text_pipeline(flextok) -> FlexTokText2ImagePipeline:
