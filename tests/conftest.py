@@ -83,3 +83,15 @@ def fake_hub():
     datasets.config.USE_PARQUET_EXPORT = False
     with FakeHub(port=FAKE_HUB_PORT, token=FAKE_HUB_TOKEN, user="fake-user") as hub:
         yield hub
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests: tiny models run fastest on one thread, and far faster than on two when
+    the cores are busy."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,12 +15,7 @@ from flextok_hf.training import REPATeacher, train_tokenizer
 FEATURES = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_vit(image_size=16, patch_size=4) -> ViTModel:

@@ -19,12 +19,7 @@ from flextok_test_utils import TINY_TOKENIZER_RUN, random_images, tiny_model
 BASE = {**TINY_TOKENIZER_RUN, "seed": 5}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------------------------------------------
