@@ -298,7 +298,6 @@ def choose_num_tokens(
         columns = [j for _ in range(num_images) for j in range(num_budgets)]
         search_latents, search_images, search_quality = decode(rows, columns, search_steps)
         search_quality = search_quality.reshape(num_images, num_budgets)
-        choice, _ = smallest_sufficient(search_quality, targets, quality_metric)
     else:
         search_quality = bisect_candidates(
             lambda rows, columns: decode(rows, columns, search_steps)[2],
@@ -307,7 +306,7 @@ def choose_num_tokens(
             targets,
             quality_metric,
         )
-        choice, _ = smallest_sufficient(search_quality, targets, quality_metric)
+    choice, _ = smallest_sufficient(search_quality, targets, quality_metric)  # NaN (not decoded) never meets it
 
     # 2. Verification at full steps (free when the search already ran them)
     if search_steps == num_inference_steps:
