@@ -7,6 +7,7 @@ with separate modulation groups for patch and register tokens.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -17,13 +18,19 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 
 def fp32_layer_norm(hidden_states: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Parameter-free LayerNorm over the last dim, computed in float32 and cast back."""
-    normed = F.layer_norm(hidden_states.float(), hidden_states.shape[-1:], eps=eps)
-    return normed.to(hidden_states.dtype)
+    """Parameter-free LayerNorm over the last dim with float32 statistics, returned in the input's dtype.
+
+    LayerNorm kernels accumulate half-precision inputs in float32 (and autocast runs `layer_norm` in float32), so the
+    input is not upcast first: a bf16 model stays bf16 end to end without two extra copies per norm.
+    """
+    return F.layer_norm(hidden_states, hidden_states.shape[-1:], eps=eps).to(hidden_states.dtype)
 
 
+@functools.lru_cache(maxsize=16)
 def sincos_2d_posemb(dim: int, height: int, width: int) -> torch.Tensor:
-    """Fixed 2D sin-cos table `[height * width, dim]` in row-major order.
+    """Fixed 2D sin-cos table `[height * width, dim]` (float32, CPU) in row-major order.
+
+    The table is computed once per shape and shared: treat it as read-only.
 
     Channel blocks are `[sin(r w), cos(r w), sin(c w), cos(c w)]` with `w_i = 10000^(-i / (dim / 4))`, r the row and
     c the column index.
@@ -31,9 +38,9 @@ def sincos_2d_posemb(dim: int, height: int, width: int) -> torch.Tensor:
     if dim % 4:
         raise ValueError(f"`dim` must be a multiple of 4 for a 2D sin-cos embedding, got {dim}.")
     quarter = dim // 4
-    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
-    rows = torch.arange(height, dtype=torch.float32)[:, None].expand(height, width).reshape(-1)
-    cols = torch.arange(width, dtype=torch.float32)[None, :].expand(height, width).reshape(-1)
+    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32, device="cpu") / quarter))
+    rows = torch.arange(height, dtype=torch.float32, device="cpu")[:, None].expand(height, width).reshape(-1)
+    cols = torch.arange(width, dtype=torch.float32, device="cpu")[None, :].expand(height, width).reshape(-1)
     row_angles, col_angles = rows[:, None] * omega, cols[:, None] * omega
     return torch.cat([row_angles.sin(), row_angles.cos(), col_angles.sin(), col_angles.cos()], dim=1)
 
@@ -106,7 +113,11 @@ class FlexTokMLP(nn.Module):
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(hidden_states)) * self.up_proj(hidden_states))
+        gate, up = self.gate_proj(hidden_states), self.up_proj(hidden_states)
+        if _needs_autograd(gate, up):
+            return self.down_proj(F.silu(gate) * up)
+        # Inference: reuse the gate buffer for silu and the product (same values, two fewer allocations).
+        return self.down_proj(F.silu(gate, inplace=True).mul_(up))
 
 
 class FlexTokBlock(GradientCheckpointingLayer):
@@ -123,11 +134,40 @@ class FlexTokBlock(GradientCheckpointingLayer):
         return hidden_states + self.mlp(fp32_layer_norm(hidden_states, self.eps))
 
 
-def expand_groups(params: torch.Tensor, group_sizes: tuple[int, ...]) -> torch.Tensor:
-    """Per-group modulation `[B, G, D]` -> per-token `[B, N, D]` (G = 1 broadcasts as `[B, 1, D]`)."""
-    if params.shape[1] == 1:
-        return params
-    return torch.cat([p[:, None].expand(-1, n, -1) for p, n in zip(params.unbind(1), group_sizes, strict=True)], dim=1)
+def _needs_autograd(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def grouped_addcmul(
+    input: torch.Tensor, tensor1: torch.Tensor, tensor2: torch.Tensor, group_sizes: tuple[int, ...]
+) -> torch.Tensor:
+    """`input + tensor1 * tensor2` over token groups, without expanding per-group values to every token.
+
+    Each argument is either per-token `[B, N, D]` or per-group `[B, G, D]`, the G groups being consecutive runs of
+    `group_sizes` tokens; with fewer than two groups, per-group values are `[B, 1, D]` and broadcast. Returns
+    `[B, N, D]`.
+    """
+    if len(group_sizes) <= 1:
+        return torch.addcmul(input, tensor1, tensor2)
+    args = (input, tensor1, tensor2)
+    num_tokens = sum(group_sizes)
+    per_token = [arg.shape[1] == num_tokens for arg in args]
+    pieces, start = [], 0
+    for index, size in enumerate(group_sizes):
+        pieces.append(
+            [arg[:, start : start + size] if tok else arg[:, index : index + 1] for arg, tok in zip(args, per_token)]
+        )
+        start += size
+    if _needs_autograd(*args):
+        return torch.cat([torch.addcmul(*piece) for piece in pieces], dim=1)
+    token_arg = args[per_token.index(True)]
+    dtype = torch.promote_types(torch.promote_types(input.dtype, tensor1.dtype), tensor2.dtype)
+    out = torch.empty(token_arg.shape[0], num_tokens, token_arg.shape[-1], dtype=dtype, device=token_arg.device)
+    start = 0
+    for piece, size in zip(pieces, group_sizes):
+        torch.addcmul(*piece, out=out[:, start : start + size])
+        start += size
+    return out
 
 
 class FlexTokAdaLNBlock(GradientCheckpointingLayer):
@@ -151,13 +191,12 @@ class FlexTokAdaLNBlock(GradientCheckpointingLayer):
         """`hidden_states` `[B, N, D]`, `temb` `[B, D]`; `group_sizes` = (num_patches, num_registers)."""
         batch, _, dim = hidden_states.shape
         modulation = self.adaln_modulation(temb).view(batch, self.num_groups, 6, dim)
-        gate_msa, gate_mlp, shift_msa, scale_msa, shift_mlp, scale_mlp = (
-            expand_groups(modulation[:, :, i], group_sizes) for i in range(6)
-        )
-        normed = fp32_layer_norm(hidden_states, self.eps) * (1 + scale_msa) + shift_msa
-        hidden_states = hidden_states + gate_msa * self.attn(normed)
-        normed = fp32_layer_norm(hidden_states, self.eps) * (1 + scale_mlp) + shift_mlp
-        return hidden_states + gate_mlp * self.mlp(normed)
+        gate_msa, gate_mlp, shift_msa, scale_msa, shift_mlp, scale_mlp = modulation.unbind(2)
+        groups = group_sizes if self.num_groups > 1 else ()
+        normed = grouped_addcmul(shift_msa, fp32_layer_norm(hidden_states, self.eps), 1 + scale_msa, groups)
+        hidden_states = grouped_addcmul(hidden_states, self.attn(normed), gate_msa, groups)
+        normed = grouped_addcmul(shift_mlp, fp32_layer_norm(hidden_states, self.eps), 1 + scale_mlp, groups)
+        return grouped_addcmul(hidden_states, self.mlp(normed), gate_mlp, groups)
 
 
 class FlexTokTimestepEmbedding(nn.Module):

@@ -284,7 +284,30 @@ def load_flextok_model(load_saved, name_or_path, *model_args, **kwargs):
         raise ValueError("`vae_config` / `vae` only apply to official checkpoints; this is a saved FlexTok model.")
     if source.subfolder:
         kwargs["subfolder"] = source.subfolder
-    return load_saved(os.fspath(name_or_path), *model_args, **kwargs)
+    model = load_saved(os.fspath(name_or_path), *model_args, **kwargs)
+    release_checkpoint_mapping(model, kwargs.get("dtype", kwargs.get("torch_dtype")))
+    return model
+
+
+def release_checkpoint_mapping(model: torch.nn.Module, dtype) -> None:
+    """After a float32 checkpoint was loaded in another dtype, give the float32 tensors that were kept as they are (the
+    VAE) their own memory.
+
+    They are views into the memory-mapped safetensors file, and keep the whole mapping alive, including the pages of
+    the weights that were read for the conversion: a bf16 load would stay resident at the fp32 file's size plus the
+    bf16 copy. Copied out, the mapping closes and the model holds only its own tensors.
+    """
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = getattr(torch, dtype, None)
+    if not isinstance(dtype, torch.dtype) or dtype == torch.float32:
+        return
+    for module in model.modules():
+        for parameter in module.parameters(recurse=False):
+            if parameter.dtype == torch.float32 and parameter.device.type == "cpu":
+                parameter.data = parameter.data.clone()
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer is not None and buffer.dtype == torch.float32 and buffer.device.type == "cpu":
+                module._buffers[name] = buffer.clone()
 
 
 def flextok_config_for(name_or_path, _load_saved=None, **kwargs):
@@ -309,6 +332,7 @@ def flextok_config_for(name_or_path, _load_saved=None, **kwargs):
 
 
 __all__ = [
+    "release_checkpoint_mapping",
     "FlexTokSource",
     "NotAFlexTokModelError",
     "resolve_flextok_source",
