@@ -34,18 +34,21 @@ RESULTS = Path(__file__).parent / "results"
 # ---------------------------------------------------------------------------------------------------------------------
 # Child side: one job per process
 # ---------------------------------------------------------------------------------------------------------------------
-def trunk_gflop(config, batch: int) -> float:
-    """FLOPs (2 x multiply-adds) of the decoder blocks' linears + attention for `batch` sequences, in GFLOP."""
+def trunk_gflop(config, batch: int, parts: bool = False):
+    """FLOPs (2 x multiply-adds) of the decoder blocks' linears + attention for `batch` sequences, in GFLOP (with
+    `parts`, the two separately)."""
     tokens = config.num_patches + config.num_registers
     dim, layers = config.decoder_hidden_size, config.decoder_num_layers
     hidden = int(2 * config.mlp_ratio * dim / 3)
-    per_layer = 2 * tokens * (4 * dim * dim + 3 * dim * hidden) + 2 * 2 * tokens * tokens * dim
-    return batch * layers * per_layer / 1e9
+    linear = batch * layers * 2 * tokens * (4 * dim * dim + 3 * dim * hidden) / 1e9
+    attention = batch * layers * 2 * 2 * tokens * tokens * dim / 1e9
+    return (linear, attention) if parts else linear + attention
 
 
-def best_time(repeats: int, fn, *args, **kwargs) -> float:
-    """Minimum wall time of `fn(*args, **kwargs)` over `repeats` calls after one warm-up call."""
-    fn(*args, **kwargs)
+def best_time(repeats: int, fn, *args, warmup: bool = True, **kwargs) -> float:
+    """Minimum wall time of `fn(*args, **kwargs)` over `repeats` calls (after one warm-up call)."""
+    if warmup:
+        fn(*args, **kwargs)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -125,8 +128,17 @@ def job_trunk(dtype_name: str, repeats: int) -> dict:
             if batch == 8:
                 with profile() as prof:
                     decoder(latents, timesteps, quants, keep, null)
-                averages = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:10]
-                total = sum(e.self_cpu_time_total for e in prof.key_averages())
+                events = prof.key_averages()
+                averages = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:10]
+                total = sum(e.self_cpu_time_total for e in events)
+                matmul_s = sum(e.self_cpu_time_total for e in events if e.key == "aten::mm") / 1e6
+                attention_s = sum(e.self_cpu_time_total for e in events if "scaled_dot_product" in e.key) / 1e6
+                linear_gflop, attention_gflop = trunk_gflop(config, batch, parts=True)
+                out["linear_gflops_b8"] = linear_gflop / matmul_s
+                out["attention_gflops_b8"] = attention_gflop / attention_s
+                out["elementwise_share_b8"] = 1 - (matmul_s + attention_s) * 1e6 / total
+                # The trunk's ceiling if everything but the matmuls and the attention kernel were free.
+                out["ceiling_gflops_b8"] = (linear_gflop + attention_gflop) / (matmul_s + attention_s)
                 out["profile_b8"] = [
                     [e.key, e.count, e.self_cpu_time_total / 1e3, e.self_cpu_time_total / total] for e in averages
                 ]
@@ -134,6 +146,8 @@ def job_trunk(dtype_name: str, repeats: int) -> dict:
     out["mm_peak_gflops"] = peak
     for batch in (1, 2, 8):
         out[f"trunk_peak_fraction_b{batch}"] = out[f"trunk_gflops_b{batch}"] / peak
+    for key in ("linear", "attention", "ceiling"):
+        out[f"{key}_peak_fraction_b8"] = out[f"{key}_gflops_b8"] / peak
     # A CFG step of one image is one decoder forward over 2 sequences.
     out["cfg_step_s_b1"] = out["trunk_s_b2"]
     return out
@@ -158,20 +172,22 @@ def job_pipeline(dtype_name: str, repeats: int, steps: int, batches: list[int]) 
     out = {"threads": torch.get_num_threads()}
     with torch.no_grad():
         for batch in batches:
+            # Large batches: one timed call, warmed up by the smaller batch before it.
+            calls, warmup = (repeats, True) if batch == batches[0] else (1, False)
             images = torch.rand(batch, 3, config.image_size, config.image_size) * 2 - 1
-            tokens = model.tokenize(images)
             reset_peak_rss()
             base = current_rss_mb()
-            out[f"tokenize_img_s_b{batch}"] = batch / best_time(repeats, model.tokenize, images)
+            out[f"tokenize_img_s_b{batch}"] = batch / best_time(calls, model.tokenize, images, warmup=warmup)
             out[f"tokenize_peak_mb_b{batch}"] = peak_rss_mb() - base
+            tokens = model.tokenize(images[:1]) * batch  # the same ids for every image; speed does not depend on them
 
             reset_peak_rss()
             base = current_rss_mb()
-            seconds = best_time(repeats, detokenize, model, tokens, steps)
+            seconds = best_time(calls, detokenize, model, tokens, steps, warmup=warmup)
             out[f"detokenize_img_s_b{batch}"] = batch / seconds
             out[f"detokenize_peak_mb_b{batch}"] = peak_rss_mb() - base
             latents = torch.randn(batch, config.latent_channels, config.latent_size, config.latent_size)
-            vae_seconds = best_time(repeats, model.decode_latents, latents)
+            vae_seconds = best_time(calls, model.decode_latents, latents, warmup=warmup)
             out[f"vae_decode_s_b{batch}"] = vae_seconds
             out[f"vae_share_b{batch}"] = vae_seconds / seconds
             out[f"vae_share_20_steps_b{batch}"] = vae_seconds / (vae_seconds + (seconds - vae_seconds) * 20 / steps)
@@ -296,6 +312,10 @@ def main():
             (f"{dtype}: `torch.mm` peak GFLOP/s", f"trunk_{dtype}|mm_peak_gflops|.0f"),
             *[(f"{dtype}: trunk B={b} GFLOP/s", f"trunk_{dtype}|trunk_gflops_b{b}|.0f") for b in (1, 8)],
             *[(f"{dtype}: **trunk B={b} / mm peak**", f"trunk_{dtype}|trunk_peak_fraction_b{b}|.1%") for b in (1, 8)],
+            (f"{dtype}: B=8 block linears (`aten::mm`) / mm peak", f"trunk_{dtype}|linear_peak_fraction_b8|.1%"),
+            (f"{dtype}: B=8 attention kernel / mm peak", f"trunk_{dtype}|attention_peak_fraction_b8|.1%"),
+            (f"{dtype}: B=8 ceiling (all else free) / mm peak", f"trunk_{dtype}|ceiling_peak_fraction_b8|.1%"),
+            (f"{dtype}: B=8 time outside mm + attention", f"trunk_{dtype}|elementwise_share_b8|.1%"),
             (f"{dtype}: seconds per CFG step, B=1", f"trunk_{dtype}|cfg_step_s_b1|.3f"),
             (f"{dtype}: trunk forward B=8, s", f"trunk_{dtype}|trunk_s_b8|.3f"),
         ]
