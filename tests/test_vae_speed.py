@@ -235,3 +235,11 @@ def test_pixel_space_model_accepts_vae_dtype():
     images = random_images(1, 16)
     assert model.set_vae_dtype("float32") is model
     torch.testing.assert_close(model.decode_latents(model.encode_latents(images)), images)
+
+
+def test_meta_weights_are_left_alone():
+    """Not materialized (meta / offloaded) weights: only the forwards are swapped; layout and dtype wait for use."""
+    with torch.device("meta"):
+        model = FlexTokModel(FlexTokConfig.tiny(image_size=32, vae_config=tiny_vae_config(), vae_dtype="bfloat16"))
+    assert model.vae.dtype == torch.float32 and model.vae.decoder.conv_in.weight.is_meta
+    assert any(isinstance(m, FlexTokVAEUpsample2D) for m in model.vae.modules())

@@ -128,9 +128,9 @@ def enable_vae_fast_inference(vae: nn.Module) -> nn.Module:
         if fast_class is not None:
             module.__class__ = fast_class
     params = list(vae.parameters())
-    if any(p.is_meta for p in params):  # offloaded / not materialized yet: leave the weights alone
-        return vae
-    if any(p.ndim == 4 and not p.is_contiguous(memory_format=torch.channels_last) for p in params):
+    if _plain_weights(params) and any(
+        p.ndim == 4 and not p.is_contiguous(memory_format=torch.channels_last) for p in params
+    ):
         vae.to(memory_format=torch.channels_last)
     return vae
 
@@ -139,9 +139,15 @@ def prepare_vae_for_inference(vae: nn.Module, dtype: torch.dtype) -> nn.Module:
     """[`enable_vae_fast_inference`] and parameters in `dtype` (cast in place only when they differ). Returns `vae`."""
     enable_vae_fast_inference(vae)
     params = list(vae.parameters())
-    if not any(p.is_meta for p in params) and any(p.is_floating_point() and p.dtype != dtype for p in params):
+    if _plain_weights(params) and any(p.is_floating_point() and p.dtype != dtype for p in params):
         nn.Module.to(vae, dtype)  # not diffusers' `ModelMixin.to`, which warns about dtype casts
     return vae
+
+
+def _plain_weights(params: list[nn.Parameter]) -> bool:
+    """Whether the weights may be re-laid-out / cast here: materialized plain tensors (not meta / offloaded, not
+    DTensor or other subclasses managed by a distributed wrapper)."""
+    return all(not p.is_meta and type(p.data) is torch.Tensor for p in params)
 
 
 def float32_posterior(posterior: DiagonalGaussianDistribution) -> DiagonalGaussianDistribution:
