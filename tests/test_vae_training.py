@@ -109,7 +109,8 @@ def test_saved_vae_loads_with_its_scaling_factor_and_plugs_into_flextok(trained)
     flextok.vae.load_state_dict(vae.state_dict())
     with torch.no_grad():
         scaled = flextok.encode_latents(pixel_values)
-    assert torch.allclose(scaled, latents * vae.config.scaling_factor)
+    # the model runs its VAE channels-last (`modeling_flextok_vae`): same latents up to float rounding
+    torch.testing.assert_close(scaled, latents * vae.config.scaling_factor, atol=1e-5, rtol=1e-5)
     assert scaled.std().item() == pytest.approx(1.0, rel=1e-3)
     token_ids = flextok.tokenize(pixel_values[:2])
     assert len(token_ids) == 2 and token_ids[0].shape == (8,)

@@ -9,6 +9,19 @@ from transformers import PreTrainedConfig
 NESTED_DROPOUT_MODES = ("uniform", "pow2", "uniform_pow2")
 NULL_CONDITION_MODES = ("learned", "zero")
 REGISTER_POSEMB_TYPES = ("learnable_sum", "none")
+VAE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def vae_dtype_name(vae_dtype) -> str:
+    """`"bfloat16"`, `torch.bfloat16` or `"torch.bfloat16"` -> `"bfloat16"`; a `ValueError` for anything else."""
+    name = (
+        str(vae_dtype).removeprefix("torch.")
+        if isinstance(vae_dtype, str) or hasattr(vae_dtype, "is_signed")
+        else None
+    )
+    if name not in VAE_DTYPES:
+        raise ValueError(f"`vae_dtype` must be one of {VAE_DTYPES} (or the torch dtype), got {vae_dtype!r}.")
+    return name
 
 
 def _check_type(name: str, value, types, allow_none: bool = False):
@@ -38,6 +51,10 @@ class FlexTokConfig(PreTrainedConfig):
             FlexTok in pixel space (latents are the images themselves), which suits small images.
         vae_scaling_factor (`float`): latents are `VAE mode (or sample) * vae_scaling_factor`; no shift.
         vae_sample_posterior (`bool`): sample the VAE posterior instead of taking its mode when tokenizing.
+        vae_dtype (`str`): dtype the VAE runs in, one of `"float32"` (default), `"bfloat16"` (opt-in: several times
+            faster on CPUs with AMX / bf16 units, decoded images within ~40+ dB PSNR of float32) or `"float16"`.
+            Latents and images stay float32. Settable as `FlexTokModel.from_pretrained(path, vae_dtype="bfloat16")`
+            or `model.set_vae_dtype(torch.bfloat16)`.
         patch_size (`int`): side of the square latent patches of encoder and decoder.
         encoder_hidden_size / decoder_hidden_size (`int`): transformer widths.
         encoder_num_layers / decoder_num_layers (`int`): transformer depths.
@@ -80,6 +97,7 @@ class FlexTokConfig(PreTrainedConfig):
     vae_config: dict | None = None
     vae_scaling_factor: float = 1.0
     vae_sample_posterior: bool = False
+    vae_dtype: str = "float32"
     patch_size: int = 2
     encoder_hidden_size: int = 1152
     encoder_num_layers: int = 18
@@ -116,6 +134,7 @@ class FlexTokConfig(PreTrainedConfig):
         self.fsq_levels = [int(v) for v in self.fsq_levels]
         if self.vae_config is not None:
             self.vae_config = dict(self.vae_config)
+        self.vae_dtype = vae_dtype_name(self.vae_dtype)
         self.validate_flextok()
         super().__post_init__(**kwargs)
 
@@ -141,6 +160,7 @@ class FlexTokConfig(PreTrainedConfig):
                 raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)}.")
         _check_type("vae_config", self.vae_config, dict, allow_none=True)
         _check_type("vae_sample_posterior", self.vae_sample_posterior, bool)
+        vae_dtype_name(self.vae_dtype)
         _check_type("head_adaln", self.head_adaln, bool)
         _check_type("normalize_registers", self.normalize_registers, bool)
         _check_type("uniform_sigma_fraction", self.uniform_sigma_fraction, (int, float))

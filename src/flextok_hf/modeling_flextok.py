@@ -21,13 +21,14 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 
-from .configuration_flextok import FlexTokConfig
+from .configuration_flextok import FlexTokConfig, vae_dtype_name
 from .guidance import GuidanceConfig
 from .layers import FlexTokAdaLNBlock, FlexTokTimestepEmbedding
 from .modeling_flextok_decoder import FlexTokDecoder, FlexTokDecoderHead, FlexTokREPAProjector
 from .modeling_flextok_encoder import FlexTokEncoder, prefix_lm_mask
 from .modeling_flextok_outputs import FlexTokEncoderOutput, FlexTokOutput
 from .modeling_flextok_sampling import FlexTokTrainingSamplingMixin
+from .modeling_flextok_vae import float32_posterior, prepare_vae_for_inference, vae_torch_dtype
 from .quantizer_fsq import FlexTokFSQ
 
 
@@ -43,7 +44,7 @@ class FlexTokPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False
     _supports_flex_attn = False
     _keep_in_fp32_modules = ["vae"]
-    _keep_in_fp32_modules_strict = ["vae"]  # also for bf16: the VAE always runs in float32
+    _keep_in_fp32_modules_strict = ["vae"]  # loaded in float32 even for bf16; then run in `config.vae_dtype`
     accepts_loss_kwargs = False
 
     @torch.no_grad()
@@ -93,6 +94,7 @@ class FlexTokModel(FlexTokTrainingSamplingMixin, FlexTokPreTrainedModel):
             # Keep diffusers' own VAE init: transformers' `_init_weights` skips modules flagged as initialized.
             for module in self.vae.modules():
                 module._is_hf_initialized = True
+            prepare_vae_for_inference(self.vae, vae_torch_dtype(config.vae_dtype))
         else:
             self.vae = None
         self.encoder = FlexTokEncoder(config)
@@ -110,10 +112,16 @@ class FlexTokModel(FlexTokTrainingSamplingMixin, FlexTokPreTrainedModel):
         """`PreTrainedModel.from_pretrained`, plus: the `flextok` part of a saved pipeline folder, and official
         apple/ml-flextok checkpoints (folder, `.safetensors` file or Hub id), converted in memory with the allowlisted
         converter (`vae_config=` / `vae=` as in `convert_official_checkpoint`). A `config.json` that is neither a
-        FlexTok config nor an official one is refused. See `flextok_hf.loading`."""
+        FlexTok config nor an official one is refused. See `flextok_hf.loading`. `vae_dtype=` as in `set_vae_dtype`."""
         from .loading import load_flextok_model
 
-        return load_flextok_model(super().from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs)
+        vae_dtype = kwargs.pop("vae_dtype", None)
+        if vae_dtype is not None:
+            vae_dtype_name(vae_dtype)  # a bad value fails before any weight is read
+        loaded = load_flextok_model(super().from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # `output_loading_info=True` gives a tuple
+        model.set_vae_dtype(model.config.vae_dtype if vae_dtype is None else vae_dtype)  # the VAE loads in float32
+        return loaded
 
     # ---------------------------------------------------------------------------------------------------------------
     # Input checks
@@ -182,15 +190,30 @@ class FlexTokModel(FlexTokTrainingSamplingMixin, FlexTokPreTrainedModel):
     # ---------------------------------------------------------------------------------------------------------------
     # VAE
     # ---------------------------------------------------------------------------------------------------------------
+    def set_vae_dtype(self, vae_dtype: str | torch.dtype) -> FlexTokModel:
+        """Run the VAE in `vae_dtype` (`"float32"` default, `"bfloat16"`, `"float16"`; kept in `config.vae_dtype`,
+        see there). The cast is in place and lossy; latents and images stay float32. Returns the model."""
+        self.config.vae_dtype = vae_dtype_name(vae_dtype)
+        self._prepare_vae()
+        return self
+
+    def _prepare_vae(self) -> nn.Module | None:
+        """The VAE in `config.vae_dtype`, channels-last, with the fast inference forwards (`modeling_flextok_vae`)."""
+        return (
+            None if self.vae is None else prepare_vae_for_inference(self.vae, vae_torch_dtype(self.config.vae_dtype))
+        )
+
     @torch.no_grad()
     def encode_latents(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images `[B, 3, H, W]` in [-1, 1] -> scaled latents `[B, C, h, w]` (float32; the VAE runs in float32)."""
+        """Images `[B, 3, H, W]` in [-1, 1] -> scaled latents `[B, C, h, w]` (float32; VAE in `config.vae_dtype`)."""
         if self.vae is None:
             return pixel_values.float() * self.config.vae_scaling_factor
+        vae = self._prepare_vae()
         with torch.autocast(device_type=pixel_values.device.type, enabled=False):
-            posterior = self.vae.encode(pixel_values.to(self.vae.device, torch.float32)).latent_dist
+            pixels = pixel_values.to(vae.device, vae.dtype).contiguous(memory_format=torch.channels_last)
+            posterior = float32_posterior(vae.encode(pixels).latent_dist)
             latents = posterior.sample(generator) if self.config.vae_sample_posterior else posterior.mode()
-        return latents * self.config.vae_scaling_factor
+        return latents.contiguous() * self.config.vae_scaling_factor
 
     @torch.no_grad()
     @apply_forward_hook
@@ -199,8 +222,10 @@ class FlexTokModel(FlexTokTrainingSamplingMixin, FlexTokPreTrainedModel):
         latents = latents.float() / self.config.vae_scaling_factor
         if self.vae is None:
             return latents
+        vae = self._prepare_vae()
         with torch.autocast(device_type=latents.device.type, enabled=False):
-            return self.vae.decode(latents.to(self.vae.device)).sample
+            latents = latents.to(vae.device, vae.dtype).contiguous(memory_format=torch.channels_last)
+            return vae.decode(latents).sample.float().contiguous()
 
     # ---------------------------------------------------------------------------------------------------------------
     # Tokenize

@@ -11,6 +11,7 @@ from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
 from .adaptive_budget import AUTO, check_auto_arguments
+from .configuration_flextok import vae_dtype_name
 from .guidance import GuidanceConfig
 from .image_processing_flextok import FlexTokImageProcessor
 from .modeling_flextok import FlexTokModel
@@ -64,9 +65,16 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, FlexTokAutoBudgetMixin, Diffusio
         cannot resolve components from a pip package on its own). Also accepts what `FlexTokModel.from_pretrained`
         accepts — a bare `FlexTokModel` folder, or an official apple/ml-flextok checkpoint (folder, `.safetensors`
         file or Hub id; converted in memory) — wrapped with a default scheduler; `FlexTokPipeline` also takes the
-        tokenizer part of a saved text-/class-to-image pipeline. Weights are read from safetensors only."""
+        tokenizer part of a saved text-/class-to-image pipeline. Weights are read from safetensors only.
+        `vae_dtype="bfloat16"` runs the FlexTok VAE in bf16 (see `FlexTokModel.set_vae_dtype`)."""
         from .loading import hub_kwargs, load_official_model, resolve_flextok_source
 
+        vae_dtype = kwargs.pop("vae_dtype", None)
+        if vae_dtype is not None:
+            vae_dtype_name(vae_dtype)  # a bad value fails before any weight is read
+            pipe = cls.from_pretrained(pretrained_model_name_or_path, **kwargs)
+            pipe.flextok.set_vae_dtype(vae_dtype)
+            return pipe
         source = resolve_flextok_source(pretrained_model_name_or_path, **hub_kwargs(kwargs))
         if source.kind != "pipeline":
             dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", None))
