@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from flextok_hf import FlexTokImageProcessor
+from flextok_hf import FlexTokFlowScheduler, FlexTokImageProcessor
 from flextok_hf.data import load_image_dataset
 from flextok_hf.evaluation import (
     REPORT_FILES,
@@ -184,7 +184,9 @@ def test_evaluate_command_samples_with_the_pipeline_stored_defaults(tmp_path):
         FlexTokARConfig.from_preset("tiny", codebook_size=model.config.codebook_size, max_num_tokens=8, num_classes=2)
     )
     stored = dict(num_inference_steps=2, decoder_guidance_scale=1.5, adaptive_guidance=False)
-    FlexTokClassToImagePipeline.from_components(prior, model, **stored).save_pretrained(tmp_path / "pipe")
+    stored_pipe = FlexTokClassToImagePipeline.from_components(prior, model, **stored)
+    stored_pipe.scheduler = FlexTokFlowScheduler.from_config(stored_pipe.scheduler.config, shift=2.0)
+    stored_pipe.save_pretrained(tmp_path / "pipe")
     base = ["evaluate", "--model", str(tmp_path / "pipe"), "--dataset", "mnist", "--num-samples", "2"]
     base += ["--budgets", "2", "--seeds", "0", "--batch-size", "2"]
 
@@ -192,11 +194,13 @@ def test_evaluate_command_samples_with_the_pipeline_stored_defaults(tmp_path):
     report = json.loads((tmp_path / "stored" / "rate_distortion.json").read_text())
     assert (report["num_inference_steps"], report["guidance_scale"], report["adaptive_guidance"]) == (2, 1.5, False)
     assert set(report["sampling_source"].values()) == {"pipeline"}
-    assert "2 steps, guidance scale 1.5 (CFG)" in (tmp_path / "stored" / "rate_distortion.md").read_text()
+    assert report["scheduler"] == "FlexTokFlowScheduler (shift=2)"  # the stored sampler decodes
+    markdown = (tmp_path / "stored" / "rate_distortion.md").read_text()
+    assert "2 steps of FlexTokFlowScheduler (shift=2), guidance scale 1.5 (CFG)" in markdown
     # The numbers are those of sampling with these settings.
     direct = evaluate_rate_distortion(
         model, "mnist", budgets=[2], num_samples=2, seeds=[0], batch_size=2, num_inference_steps=2,
-        guidance_scale=1.5, adaptive_guidance=False,
+        guidance_scale=1.5, adaptive_guidance=False, scheduler=FlexTokFlowScheduler(shift=2.0),
     )  # fmt: skip
     assert report["per_budget"][0]["psnr"] == pytest.approx(direct["per_budget"][0]["psnr"], abs=1e-6)
 
@@ -208,4 +212,5 @@ def test_evaluate_command_samples_with_the_pipeline_stored_defaults(tmp_path):
         "num_inference_steps": "pipeline",
         "guidance_scale": "--guidance-scale",
         "adaptive_guidance": "--[no-]adaptive-guidance",
+        "scheduler": "pipeline",
     }

@@ -18,6 +18,7 @@ from .pipeline_flextok_class2image import FlexTokClassToImagePipeline
 from .pipeline_flextok_text2image import FlexTokText2ImagePipeline
 from .pipeline_tokenize import FlexTokTokenizePipeline, register_tokenize_task
 from .scheduling_flextok import FlexTokFlowScheduler
+from .scheduling_flextok_heun import FlexTokFlowHeunScheduler
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = [
     "FlexTokModel",
     "FlexTokOutput",
     "FlexTokEncoderOutput",
+    "FlexTokFlowHeunScheduler",
     "FlexTokFlowScheduler",
     "FlexTokImageProcessor",
     "FlexTokARConfig",

@@ -56,6 +56,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from .metrics.functional import PSNR_MAX_DB, psnr
+from .scheduling_flextok import load_flow_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ def choose_num_tokens(
         token_ids: N sequences of all K ids.
         noise: the initial noise of each image `[N, C, h, w]`.
         quality_target: one target per image; budgets: the candidates, ascending (default 1, 2, 4, ..., K).
-        num_inference_steps / search_num_inference_steps: Euler steps of the final decode / of the search.
+        num_inference_steps / search_num_inference_steps: decoder steps of the final decode / of the search.
     """
     num_images = len(token_ids)
     budgets = budgets or candidate_budgets(pipe.flextok.config.num_registers)
@@ -375,8 +376,9 @@ def content_seed(pixel_values: torch.Tensor, seed: int = 0) -> int:
 
 
 def saved_decoder_defaults(model) -> dict:
-    """Decoder sampling defaults (`num_inference_steps`, `guidance_scale`, `adaptive_guidance`) of the saved pipeline
-    a model was loaded from (a `model_index.json` in its folder or the parent folder), or {}."""
+    """Decoder sampling defaults (`num_inference_steps`, `guidance_scale`, `adaptive_guidance`, and its saved
+    `scheduler`) of the saved pipeline a model was loaded from (a `model_index.json` in its folder or the parent
+    folder), or {}."""
     path = str(getattr(model, "name_or_path", "") or "")
     for folder in (path, os.path.dirname(os.path.normpath(path))) if path else ():
         index_file = os.path.join(folder, "model_index.json")
@@ -388,6 +390,8 @@ def saved_decoder_defaults(model) -> dict:
                 "guidance_scale": index.get("decoder_guidance_scale", index.get("guidance_scale")),
                 "adaptive_guidance": index.get("adaptive_guidance"),
             }
+            if os.path.isfile(os.path.join(folder, "scheduler", "scheduler_config.json")):
+                defaults["scheduler"] = load_flow_scheduler(os.path.join(folder, "scheduler"))
             return {key: value for key, value in defaults.items() if value is not None}
     return {}
 

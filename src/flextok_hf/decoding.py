@@ -76,16 +76,19 @@ def decoder_noise(config, seed: int, indices) -> torch.Tensor:
     return torch.cat(draws)
 
 
-def as_pipeline(model_or_pipeline):
-    """A `FlexTokPipeline` around a `FlexTokModel` (default scheduler, no progress bar), or the pipeline itself.
-    A peft-wrapped model is unwrapped to its base model (which holds the injected adapters)."""
+def as_pipeline(model_or_pipeline, scheduler=None):
+    """A `FlexTokPipeline` around a `FlexTokModel` (with `scheduler`, default the official Euler one; no progress
+    bar), or the pipeline itself. A peft-wrapped model is unwrapped to its base model (which holds the injected
+    adapters)."""
     from .pipeline_flextok import FlexTokPipeline
 
     if isinstance(model_or_pipeline, FlexTokPipeline):
+        if scheduler is not None:
+            raise ValueError("Pass `scheduler` with a `FlexTokModel` only; a pipeline brings its own scheduler.")
         return model_or_pipeline
     if hasattr(model_or_pipeline, "get_base_model"):
         model_or_pipeline = model_or_pipeline.get_base_model()
-    pipe = FlexTokPipeline.from_flextok(model_or_pipeline)
+    pipe = FlexTokPipeline.from_flextok(model_or_pipeline, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

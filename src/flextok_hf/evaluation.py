@@ -33,6 +33,7 @@ from .evaluation_data import _check_budgets, _default_processor, _resolve_datase
 from .evaluation_probe import codes_features, linear_probe, linear_probe_from_ids
 from .evaluation_report import REPORT_FILES, format_markdown, plot_rate_distortion, write_report, write_report_files
 from .metrics.functional import FeatureStatistics, frechet_distance, mae, psnr, ssim
+from .scheduling_flextok import describe_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ def evaluate_rate_distortion(
     classifier=None,
     split: str = "test",
     progress_bar: bool = True,
+    scheduler=None,
 ) -> dict:
     """Reconstruction quality of a `FlexTokModel` as a function of the token budget.
 
@@ -149,6 +151,8 @@ def evaluate_rate_distortion(
             module's `feature_network_name` attribute) names the result key `fd_<name>`.
         classifier: a `FlexTokImageClassifier` for accuracies (default: the shipped one); accuracies are reported
             only when every class name of `dataset` is one of its labels.
+        scheduler: the decoder's sampler (default: a `FlexTokFlowScheduler`, 20-step official Euler grid); pass a
+            saved pipeline's `pipe.scheduler` to evaluate with its sampler.
     Returns:
         A dict with the settings, `original_accuracy` (or None) and `per_budget`: one dict per budget with `psnr`,
         `mae`, `ssim`, `fd_<name>` and `recon_accuracy` (None without labels), each with a `<key>_std` over seeds, and
@@ -198,7 +202,7 @@ def evaluate_rate_distortion(
 
     accumulator = _RateDistortionAccumulator(len(seeds), budgets, num_images)
     win_size = min(11, config.image_size - (1 - config.image_size % 2))
-    pipe = as_pipeline(model)
+    pipe = as_pipeline(model, scheduler=scheduler)
     num_chunks = math.ceil(num_images / batch_size)
     bar = tqdm(total=len(seeds) * num_chunks * len(budgets), desc="Rate-distortion", disable=not progress_bar)
     for s, seed in enumerate(seeds):
@@ -238,6 +242,7 @@ def evaluate_rate_distortion(
         "budgets": budgets,
         "seeds": seeds,
         "num_inference_steps": num_inference_steps,
+        "scheduler": describe_scheduler(pipe.scheduler),
         "guidance_scale": guidance_scale,
         "adaptive_guidance": bool(adaptive_guidance),
         "ssim_win_size": win_size,

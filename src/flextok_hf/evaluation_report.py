@@ -29,7 +29,7 @@ def format_markdown(results: dict) -> str:
         "",
         f"- {results['num_samples']} images at {results['image_size']}x{results['image_size']}, K = "
         f"{results['num_registers']} registers; decoder seeds {results['seeds']}, {results['num_inference_steps']} "
-        f"steps, guidance scale {results['guidance_scale']} ({'APG' if results['adaptive_guidance'] else 'CFG'}).",
+        f"steps{' of ' + results['scheduler'] if results.get('scheduler') else ''}, guidance scale {results['guidance_scale']} ({'APG' if results['adaptive_guidance'] else 'CFG'}).",
         "- Values are mean ± sample std over decoder seeds; each seed's value is the mean over images. PSNR/MAE on "
         f"[-1, 1] images (data range 2); SSIM with a {results['ssim_win_size']}-px Gaussian window.",
         f"- FD: Fréchet distance between reconstructions and originals in the feature space of "

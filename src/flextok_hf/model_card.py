@@ -306,6 +306,23 @@ def _config_details(config: dict, folder: Path, prefix: str = "") -> dict[str, s
     return details
 
 
+def _sampling_details(index: dict, scheduler_config: dict | None) -> str | None:
+    """ "FlexTokFlowHeunScheduler, 5 steps (9 decoder evaluations), guidance 3 (CFG)" from a pipeline's
+    `model_index.json` and `scheduler_config.json`; None when the index stores no step count."""
+    steps = index.get("num_inference_steps")
+    if not isinstance(steps, int) or scheduler_config is None:
+        return None
+    name = scheduler_config.get("_class_name", "scheduler")
+    shift = scheduler_config.get("shift", 1.0)
+    evaluations = 2 * steps - 1 if "Heun" in name else steps
+    text = f"{name}" + (f" (shift {shift:g})" if shift not in (None, 1.0) else "")
+    text += f", {steps} steps ({evaluations} decoder evaluations)"
+    scale = index.get("decoder_guidance_scale", index.get("guidance_scale"))
+    if scale is not None:
+        text += f", guidance {scale:g} ({'APG' if index.get('adaptive_guidance') else 'CFG'})"
+    return text
+
+
 def model_card_from_folder(
     folder: str | os.PathLike, *, kind: str | None = None, repo_id: str | None = None, **overrides
 ) -> FlexTokModelCard:
@@ -331,6 +348,9 @@ def model_card_from_folder(
         class_name = index.get("_class_name")
         components = {k: v for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0]}
         details["Components"] = ", ".join(f"`{name}` ({spec[1]})" for name, spec in components.items())
+        sampling = _sampling_details(index, load_json_file(folder / "scheduler" / "scheduler_config.json"))
+        if sampling:
+            details["Decoder sampling (stored defaults)"] = sampling
         for name in components:
             config = load_json_file(folder / name / "config.json")
             if config is not None and config.get("model_type") in ("flextok", "flextok_ar"):

@@ -25,7 +25,7 @@ from .pipeline_flextok_output import (
     FlexTokStreamOutput,
 )
 from .pipeline_loading import PIPELINE_FILE_PATTERNS, local_pipeline_folder
-from .scheduling_flextok import FlexTokFlowScheduler
+from .scheduling_flextok import FlexTokFlowScheduler, load_flow_scheduler
 
 
 class FlexTokPipeline(FlexTokCoarseToFineMixin, FlexTokAutoBudgetMixin, DiffusionPipeline):
@@ -34,7 +34,9 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, FlexTokAutoBudgetMixin, Diffusio
 
     Components:
         flextok ([`FlexTokModel`]): VAE (or pixel space) + encoder + FSQ + rectified-flow decoder.
-        scheduler ([`FlexTokFlowScheduler`]): the Euler sampler of the decoder.
+        scheduler ([`FlexTokFlowScheduler`]): the decoder's sampler — FlexTok's Euler grid (optionally shifted),
+            [`FlexTokFlowHeunScheduler`] (Heun on that grid) or a diffusers flow-matching scheduler; swap it with
+            `pipe.scheduler = FlexTokFlowScheduler.from_config(pipe.scheduler.config, shift=1.0)` etc.
 
     The sampling defaults (`num_inference_steps`, `guidance_scale`, `adaptive_guidance`) are stored in the pipeline's
     config, so a saved pipeline carries the settings its model works best with. The defaults are the official ones
@@ -104,7 +106,7 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, FlexTokAutoBudgetMixin, Diffusio
         sampling defaults), so one folder serves both tokenizing and generating."""
         dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", None))
         model = FlexTokModel.from_pretrained(os.path.join(path, "flextok"), dtype=dtype, use_safetensors=True)
-        scheduler = FlexTokFlowScheduler.from_pretrained(os.path.join(path, "scheduler"))
+        scheduler = load_flow_scheduler(os.path.join(path, "scheduler"))
         defaults = {
             "num_inference_steps": index.get("num_inference_steps"),
             "guidance_scale": index.get("decoder_guidance_scale", index.get("guidance_scale")),
@@ -119,9 +121,9 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, FlexTokAutoBudgetMixin, Diffusio
         return ("num_inference_steps", "guidance_scale", "adaptive_guidance")
 
     @classmethod
-    def from_flextok(cls, flextok: FlexTokModel, **config) -> FlexTokPipeline:
-        """A pipeline around a model with a default scheduler."""
-        return cls(flextok=flextok, scheduler=FlexTokFlowScheduler(), **config)
+    def from_flextok(cls, flextok: FlexTokModel, scheduler=None, **config) -> FlexTokPipeline:
+        """A pipeline around a model with `scheduler` (default: a `FlexTokFlowScheduler`, the official sampler)."""
+        return cls(flextok=flextok, scheduler=scheduler if scheduler is not None else FlexTokFlowScheduler(), **config)
 
     # ---------------------------------------------------------------------------------------------------------------
     # User-level steps
@@ -197,13 +199,14 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, FlexTokAutoBudgetMixin, Diffusio
 
         Args:
             token_ids: a list of 1D id tensors/lists (one per image, 1 to K ids each) or a `[B, k]` tensor.
-            num_inference_steps: Euler steps on the scheduler's grid (None = the pipeline's config).
+            num_inference_steps: solver steps on the scheduler's grid (None = the pipeline's config); the decoder
+                runs once per step with Euler, `2 * num_inference_steps - 1` times with Heun (each CFG pair batched).
             guidance_scale: guidance scale w (a float or a callable of t; 1 disables guidance; None = config).
             adaptive_guidance: APG (momentum `apg_momentum`, norm threshold `apg_norm_threshold`) instead of CFG.
             generator / latents: the initial noise source (one draw per image), or the noise itself `[B, C, h, w]`.
             output_type: `"pil"`, `"np"`, `"pt"`, `"raw"` (unclamped `[B, 3, H, W]`) or `"latent"` (`[B, C, h, w]`).
             callback_on_step_end: `f(pipe, step_index, timestep, callback_kwargs) -> dict` (diffusers' signature; a
-                `PipelineCallback` works too), called after each step with the tensors named in
+                `PipelineCallback` works too), called after each solver step (a full Heun step) with the tensors named in
                 `callback_on_step_end_tensor_inputs` (default `["latents"]`); a returned `"latents"` replaces them.
         """
         _check_output_type(output_type)
@@ -223,13 +226,26 @@ class FlexTokPipeline(FlexTokCoarseToFineMixin, FlexTokAutoBudgetMixin, Diffusio
         latents = self.flextok.prepare_noise(quants.shape[0], generator, latents)
         self.scheduler.set_timesteps(steps, device=latents.device)
         self.scheduler.set_begin_index(0)
-        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-            velocity = self.flextok.guided_velocity(latents, self.scheduler.sigmas[i], quants, keep_k, guidance)
-            latents = self.scheduler.step(velocity, t, latents).prev_sample
-            if callback_on_step_end is not None:
-                callback_kwargs = dict.fromkeys(tensor_inputs, latents)  # "latents" is the only tensor offered
-                outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
-                latents = outputs.pop("latents", latents)
+        # One decoder evaluation per entry of `timesteps`: `steps` for Euler, `2 * steps - 1` for Heun (order 2),
+        # whose timesteps/sigmas interleave each step's predictor and corrector; `sigmas[i]` is the noise level of
+        # the latents evaluated at entry i. A solver step ends after every `order`-th evaluation and at the last one.
+        timesteps, order = self.scheduler.timesteps, getattr(self.scheduler, "order", 1)
+        step_index = 0
+        with self.progress_bar(total=steps) as bar:
+            for i, t in enumerate(timesteps):
+                if i % order == 0:
+                    step_timestep = t  # the timestep the solver step starts from
+                sigma = self.scheduler.sigmas[i].clamp(max=1.0)  # shifted grids may round sigma = 1 up
+                velocity = self.flextok.guided_velocity(latents, sigma, quants, keep_k, guidance)
+                latents = self.scheduler.step(velocity, t, latents).prev_sample
+                if (i + 1) % order != 0 and i != len(timesteps) - 1:
+                    continue  # inside a Heun step: the latents are the predictor, not a point of the trajectory
+                bar.update()
+                if callback_on_step_end is not None:
+                    callback_kwargs = dict.fromkeys(tensor_inputs, latents)  # "latents" is the only tensor offered
+                    outputs = callback_on_step_end(self, step_index, step_timestep, callback_kwargs) or {}
+                    latents = outputs.pop("latents", latents)
+                step_index += 1
 
         images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()

@@ -27,7 +27,7 @@ class FlexTokClassToImagePipeline(_FlexTokPriorPipeline):
         prior ([`FlexTokARForCausalLM`]): a class-conditional autoregressive prior over FlexTok ids; its config's
             `id2label` names the classes.
         flextok ([`FlexTokModel`]): the FlexTok tokenizer whose decoder renders the ids.
-        scheduler ([`FlexTokFlowScheduler`]): the decoder's Euler sampler.
+        scheduler ([`FlexTokFlowScheduler`] or [`FlexTokFlowHeunScheduler`]): the decoder's sampler.
 
     The sampling defaults are stored in the pipeline's config, as in [`FlexTokText2ImagePipeline`].
     """

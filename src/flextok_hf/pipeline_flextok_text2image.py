@@ -68,7 +68,7 @@ class FlexTokText2ImagePipeline(_FlexTokPriorPipeline):
         tokenizer ([`~transformers.PreTrainedTokenizerBase`]): the text encoder's tokenizer.
         prior ([`FlexTokARForCausalLM`]): a text-conditional autoregressive prior over FlexTok ids.
         flextok ([`FlexTokModel`]): the FlexTok tokenizer whose decoder renders the ids.
-        scheduler ([`FlexTokFlowScheduler`]): the decoder's Euler sampler.
+        scheduler ([`FlexTokFlowScheduler`] or [`FlexTokFlowHeunScheduler`]): the decoder's sampler.
 
     The sampling defaults (`num_tokens` (None = all K), `prior_guidance_scale`, `decoder_guidance_scale`,
     `num_inference_steps`, `adaptive_guidance`) are stored in the pipeline's config.

@@ -34,7 +34,10 @@ def register(subparsers):
     )
     parser.add_argument("--seeds", action=IntListAction, default=[0, 1, 2], help="decoder seeds (default: 0,1,2)")
     parser.add_argument(
-        "--num-inference-steps", type=int, default=None, help="Euler steps (default: the pipeline's stored value)"
+        "--num-inference-steps",
+        type=int,
+        default=None,
+        help="decoder steps of the stored sampler (default: the pipeline's stored value)",
     )
     parser.add_argument(
         "--guidance-scale", type=float, default=None, help="guidance scale w; 1 disables (default: the pipeline's)"
@@ -69,7 +72,8 @@ def load_model_and_processor(path: str, device=None):
     `path` is anything `FlexTokPipeline.from_pretrained` loads (a pipeline or model folder, an official checkpoint, a
     Hub id). The processor is the folder's `preprocessor_config.json` when it has one, else built from the model
     config. Returns `(model, processor, defaults)` with `defaults` = the pipeline config's `num_inference_steps`,
-    `guidance_scale` and `adaptive_guidance` (for a text-/class-to-image pipeline: its decoder settings)."""
+    `guidance_scale` and `adaptive_guidance` (for a text-/class-to-image pipeline: its decoder settings) and its
+    `scheduler` (the saved sampler)."""
     import os
 
     import torch
@@ -80,6 +84,7 @@ def load_model_and_processor(path: str, device=None):
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = FlexTokPipeline.from_pretrained(path)
     defaults = {key: pipe.config[key] for key in SAMPLING_FLAGS}
+    defaults["scheduler"] = pipe.scheduler
     model = pipe.flextok.to(device).eval()
     folder = os.path.join(path, "flextok") if os.path.isfile(os.path.join(path, "model_index.json")) else path
     if os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
@@ -96,6 +101,8 @@ def resolve_sampling(args, defaults: dict) -> tuple[dict, dict]:
     for key, flag in SAMPLING_FLAGS.items():
         value = getattr(args, key)
         settings[key], sources[key] = (defaults[key], "pipeline") if value is None else (value, flag)
+    if "scheduler" in defaults:
+        settings["scheduler"], sources["scheduler"] = defaults["scheduler"], "pipeline"
     return settings, sources
 
 
