@@ -163,11 +163,17 @@ def detokenize(model, tokens, steps: int):
     )
 
 
-def job_pipeline(dtype_name: str, repeats: int, steps: int, batches: list[int]) -> dict:
+def job_pipeline(dtype_name: str, repeats: int, steps: int, batches: list[int], vae_dtype: str | None = None) -> dict:
     import torch
 
+    from flextok_hf import FlexTokModel
+
+    if vae_dtype is not None and not hasattr(FlexTokModel, "set_vae_dtype"):
+        return {}  # a tree without the `vae_dtype` option
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     model = random_d12(dtype)
+    if vae_dtype is not None:
+        model.set_vae_dtype(vae_dtype)
     config = model.config
     out = {"threads": torch.get_num_threads()}
     with torch.no_grad():
@@ -285,6 +291,9 @@ def main():
         if "pipeline" not in skip:
             spec = dict(job="pipeline", dtype_name=dtype, repeats=max(1, args.repeats - 1), steps=args.steps)
             jobs.append((f"pipeline_{dtype}", dict(spec, batches=batches)))
+    if "pipeline" not in skip:  # the opt-in bf16 VAE on top of the bf16 trunk
+        spec = dict(job="pipeline", dtype_name="bf16", repeats=max(1, args.repeats - 1), steps=args.steps)
+        jobs.append(("pipeline_bf16_vae", dict(spec, batches=batches[:1], vae_dtype="bfloat16")))
     results = {tree: {} for tree in trees}
     with tempfile.TemporaryDirectory() as tmp:
         if "load" not in skip:
@@ -335,9 +344,15 @@ def main():
                 (f"{dtype}: tokenize call peak MB, B={b}", f"pipeline_{dtype}|tokenize_peak_mb_b{b}|.0f"),
                 (f"{dtype}: detokenize call peak MB, B={b}", f"pipeline_{dtype}|detokenize_peak_mb_b{b}|.0f"),
             ]
-    table(
-        pipeline_rows, results, trees, "Tokenize / detokenize (the trunk in the dtype named; the VAE in fp32)", lines
-    )
+    b = batches[0]
+    pipeline_rows += [
+        (f"bf16 + bf16 VAE: tokenize img/s, B={b}", f"pipeline_bf16_vae|tokenize_img_s_b{b}|.3g"),
+        (f"bf16 + bf16 VAE: detokenize img/s, B={b}", f"pipeline_bf16_vae|detokenize_img_s_b{b}|.3g"),
+        (f"bf16 + bf16 VAE: VAE decode s, B={b}", f"pipeline_bf16_vae|vae_decode_s_b{b}|.3f"),
+        (f"bf16 + bf16 VAE: VAE share of a {args.steps}-step call, B={b}", f"pipeline_bf16_vae|vae_share_b{b}|.0%"),
+    ]
+    title = "Tokenize / detokenize (the trunk in the dtype named; the VAE in fp32 unless named)"
+    table(pipeline_rows, results, trees, title, lines)
     load_rows = []
     for dtype in ("fp32", "bf16"):
         load_rows += [

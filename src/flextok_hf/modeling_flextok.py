@@ -120,7 +120,10 @@ class FlexTokModel(FlexTokTrainingSamplingMixin, FlexTokPreTrainedModel):
             vae_dtype_name(vae_dtype)  # a bad value fails before any weight is read
         loaded = load_flextok_model(super().from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # `output_loading_info=True` gives a tuple
-        model.set_vae_dtype(model.config.vae_dtype if vae_dtype is None else vae_dtype)  # the VAE loads in float32
+        # The VAE loads in float32: cast it now, re-lay it out at its first use (a float32 load stays memory-mapped).
+        model.config.vae_dtype = vae_dtype_name(model.config.vae_dtype if vae_dtype is None else vae_dtype)
+        if model.vae is not None:
+            prepare_vae_for_inference(model.vae, vae_torch_dtype(model.config.vae_dtype), channels_last=False)
         return loaded
 
     # ---------------------------------------------------------------------------------------------------------------

@@ -120,24 +120,28 @@ class FlexTokVAEResnetBlock2D(ResnetBlock2D):
 _FAST_CLASSES = {Upsample2D: FlexTokVAEUpsample2D, ResnetBlock2D: FlexTokVAEResnetBlock2D}
 
 
-def enable_vae_fast_inference(vae: nn.Module) -> nn.Module:
-    """Fast-forward subclasses for the `Upsample2D` / `ResnetBlock2D` modules of `vae` and channels-last 4D
-    parameters (in place, idempotent, cheap when already done). Returns `vae`."""
+def enable_vae_fast_inference(vae: nn.Module, channels_last: bool = True) -> nn.Module:
+    """Fast-forward subclasses for the `Upsample2D` / `ResnetBlock2D` modules of `vae` and (with `channels_last`)
+    channels-last 4D parameters (in place, idempotent, cheap when already done). Returns `vae`."""
     for module in vae.modules():
         fast_class = _FAST_CLASSES.get(type(module))
         if fast_class is not None:
             module.__class__ = fast_class
     params = list(vae.parameters())
-    if _plain_weights(params) and any(
+    if channels_last and _plain_weights(params) and any(
         p.ndim == 4 and not p.is_contiguous(memory_format=torch.channels_last) for p in params
     ):
         vae.to(memory_format=torch.channels_last)
     return vae
 
 
-def prepare_vae_for_inference(vae: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """[`enable_vae_fast_inference`] and parameters in `dtype` (cast in place only when they differ). Returns `vae`."""
-    enable_vae_fast_inference(vae)
+def prepare_vae_for_inference(vae: nn.Module, dtype: torch.dtype, channels_last: bool = True) -> nn.Module:
+    """[`enable_vae_fast_inference`] and parameters in `dtype` (cast in place only when they differ). Returns `vae`.
+
+    `channels_last=False` leaves the layout for later (the first encode / decode): a float32 load stays a lazy view of
+    the memory-mapped checkpoint instead of copying the VAE at once.
+    """
+    enable_vae_fast_inference(vae, channels_last=channels_last)
     params = list(vae.parameters())
     if _plain_weights(params) and any(p.is_floating_point() and p.dtype != dtype for p in params):
         nn.Module.to(vae, dtype)  # not diffusers' `ModelMixin.to`, which warns about dtype casts
