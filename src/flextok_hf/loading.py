@@ -284,14 +284,12 @@ def load_flextok_model(load_saved, name_or_path, *model_args, **kwargs):
         raise ValueError("`vae_config` / `vae` only apply to official checkpoints; this is a saved FlexTok model.")
     if source.subfolder:
         kwargs["subfolder"] = source.subfolder
-    model = load_saved(os.fspath(name_or_path), *model_args, **kwargs)
-    release_checkpoint_mapping(model, kwargs.get("dtype", kwargs.get("torch_dtype")))
-    return model
+    return load_saved(os.fspath(name_or_path), *model_args, **kwargs)
 
 
 def release_checkpoint_mapping(model: torch.nn.Module, dtype) -> None:
     """After a float32 checkpoint was loaded in another dtype, give the float32 tensors that were kept as they are (the
-    VAE) their own memory.
+    VAE, unless `vae_dtype` cast it) their own memory. Called by `FlexTokModel.from_pretrained` after the VAE cast.
 
     They are views into the memory-mapped safetensors file, and keep the whole mapping alive, including the pages of
     the weights that were read for the conversion: a bf16 load would stay resident at the fp32 file's size plus the

@@ -113,7 +113,7 @@ class FlexTokModel(FlexTokTrainingSamplingMixin, FlexTokPreTrainedModel):
         apple/ml-flextok checkpoints (folder, `.safetensors` file or Hub id), converted in memory with the allowlisted
         converter (`vae_config=` / `vae=` as in `convert_official_checkpoint`). A `config.json` that is neither a
         FlexTok config nor an official one is refused. See `flextok_hf.loading`. `vae_dtype=` as in `set_vae_dtype`."""
-        from .loading import load_flextok_model
+        from .loading import load_flextok_model, release_checkpoint_mapping
 
         vae_dtype = kwargs.pop("vae_dtype", None)
         if vae_dtype is not None:
@@ -124,6 +124,7 @@ class FlexTokModel(FlexTokTrainingSamplingMixin, FlexTokPreTrainedModel):
         model.config.vae_dtype = vae_dtype_name(model.config.vae_dtype if vae_dtype is None else vae_dtype)
         if model.vae is not None:
             prepare_vae_for_inference(model.vae, vae_torch_dtype(model.config.vae_dtype), channels_last=False)
+        release_checkpoint_mapping(model, kwargs.get("dtype", kwargs.get("torch_dtype")))
         return loaded
 
     # ---------------------------------------------------------------------------------------------------------------

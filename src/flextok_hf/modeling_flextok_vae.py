@@ -128,8 +128,10 @@ def enable_vae_fast_inference(vae: nn.Module, channels_last: bool = True) -> nn.
         if fast_class is not None:
             module.__class__ = fast_class
     params = list(vae.parameters())
-    if channels_last and _plain_weights(params) and any(
-        p.ndim == 4 and not p.is_contiguous(memory_format=torch.channels_last) for p in params
+    if (
+        channels_last
+        and _plain_weights(params)
+        and any(p.ndim == 4 and not p.is_contiguous(memory_format=torch.channels_last) for p in params)
     ):
         vae.to(memory_format=torch.channels_last)
     return vae

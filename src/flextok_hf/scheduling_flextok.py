@@ -57,12 +57,10 @@ class FlexTokFlowScheduler(FlowMatchEulerDiscreteScheduler):
             if num_inference_steps < 1:
                 raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}.")
             sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
-        super().set_timesteps(
+        # A shift may round sigma = 1 up to 1 + 1e-7; the pipeline loop clamps the decoder's t, for every scheduler.
+        return super().set_timesteps(
             num_inference_steps=num_inference_steps, device=device, sigmas=sigmas, mu=mu, timesteps=timesteps
         )
-        # A shift maps sigma = 1 to 1 only up to float rounding (e.g. 1 + 1e-7 for shift 0.33); the decoder's t <= 1
-        self.sigmas = self.sigmas.clamp(max=1.0)
-        self.timesteps = self.timesteps.clamp(max=float(self.config.num_train_timesteps))
 
 
 FLOW_SCHEDULERS = {
